@@ -1,0 +1,144 @@
+"""The ``avatar`` command: register, say, serve, list."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from .errors import AvatarError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Talk face to face with a digital twin: one photo and a voice sample make an avatar.",
+)
+console = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+@app.command()
+def register(
+    name: Annotated[str, typer.Argument(help="avatar name: lower-case letters, digits, - and _")],
+    image: Annotated[Path, typer.Option("--image", help="a frontal photo (JPEG, PNG, WebP, HEIC)")],
+    voice: Annotated[Path, typer.Option("--voice", help="about 10 s of speech (WAV, MP3, M4A, OGG, FLAC)")],
+    persona: Annotated[Path | None, typer.Option("--persona", help="Markdown facts and style")] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace an avatar of the same name")] = False,
+) -> None:
+    """Make an avatar from one photo and one voice sample."""
+    from .avatars.registry import register as do_register
+
+    steps = ["reading photo", "finding the face", "checking the voice sample",
+             "computing the voice profile", "saving"]
+    with _progress() as bar:
+        task = bar.add_task("registering", total=len(steps))
+
+        def step(label: str) -> None:
+            bar.update(task, description=label, completed=steps.index(label) if label in steps else 0)
+
+        avatar = do_register(name, image, voice, persona, force=force, progress=step)
+        bar.update(task, description="done", completed=len(steps))
+    face = avatar.manifest["face"]
+    console.print(
+        f"[green]registered[/] [bold]{avatar.name}[/] in {avatar.path} "
+        f"(face {face['face_size_px']:.0f} px, voice {avatar.manifest['voice']['speech_s']:.1f} s of speech)"
+    )
+
+
+@app.command()
+def say(
+    text: Annotated[str | None, typer.Argument(help="what the avatar says")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="MP4 file to write")] = Path("out.mp4"),
+    avatar: Annotated[str, typer.Option("--avatar", help="registered avatar name")] = "default",
+    lang: Annotated[str, typer.Option("--lang", help="language code (en, es, zh, …) or auto")] = "auto",
+    text_file: Annotated[Path | None, typer.Option("--text-file", help="read the script from a file")] = None,
+) -> None:
+    """Turn a script into a lip-synced talking video (H.264 + AAC MP4)."""
+    from .pipeline.script import render_script
+
+    if text_file is not None:
+        if text is not None:
+            _fail("give the text either as an argument or with --text-file, not both")
+        try:
+            text = text_file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            _fail(f"text file not found: {text_file}")
+        except UnicodeDecodeError:
+            _fail(f"{text_file} is not UTF-8 text; save it as UTF-8")
+    if text is None:
+        _fail('nothing to say: pass the text, e.g. avatar say "Hello!" -o hello.mp4')
+    with _progress() as bar:
+        task = bar.add_task("speaking", total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        result = render_script(text or "", output, avatar_name=avatar, language=lang, progress=advance)
+    console.print(
+        f"[green]wrote[/] {result.path} ({result.duration_s:.1f} s of video, "
+        f"{result.sentences} sentence(s), {'/'.join(result.languages)}) in {result.wall_s:.1f} s"
+    )
+
+
+@app.command("list")
+def list_command() -> None:
+    """List the registered avatars."""
+    from .avatars.registry import list_avatars
+
+    names = list_avatars()
+    typer.echo("\n".join(names) if names else "no avatars yet (the default one is made on first use)")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option("--host")] = None,
+    port: Annotated[int | None, typer.Option("--port")] = None,
+) -> None:
+    """Start the web app on http://127.0.0.1:8000."""
+    import uvicorn
+
+    from .server.app import create_app
+    from .settings import get_settings
+
+    settings = get_settings()
+    bind = host or settings.host
+    if bind not in ("127.0.0.1", "localhost", "::1") and not settings.token:
+        _fail(f"binding to {bind} exposes the avatar to the network; set AVATAR_TOKEN to a secret first")
+    uvicorn.run(create_app(settings), host=bind, port=port or settings.port, log_level="info")
+
+
+def main() -> None:
+    """Entry point: user errors become one clear line, never a traceback."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except AvatarError as exc:
+        console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: nothing was written")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Settings from ``AVATAR_*`` environment variables and an optional TOML file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from .constants import RENDER_SIZE_PX
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "realtime-avatar"
+
+
+class Settings(BaseSettings):
+    """Every option of the product, with its default where it is declared."""
+
+    model_config = SettingsConfigDict(env_prefix="AVATAR_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    config_file: Path | None = None
+
+    render_size_px: int = RENDER_SIZE_PX
+    renderer: str = "mesh2d"
+    voice_matcher: str = "world"
+    tts_english: str = "piper"
+    tts_other: str = "espeak"
+    piper_model: Path | None = None  # another Piper voice (.onnx with its .onnx.json)
+
+    max_image_pixels: int = 40_000_000
+    max_upload_bytes: int = 25 * 1024 * 1024
+    min_face_px: int = 120
+    min_voice_s: float = 3.0
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = os.environ.get("AVATAR_CONFIG_FILE")
+        if toml_path and Path(toml_path).is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+
+def get_settings(**overrides: Any) -> Settings:
+    """Current settings: environment, then the TOML file, then defaults."""
+    return Settings(**overrides)

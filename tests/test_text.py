@@ -1,0 +1,242 @@
+"""Sentence splitting, streaming chunking, markdown clean-up and language detection."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from realtime_avatar.errors import UnsupportedLanguageError
+from realtime_avatar.text.chunker import (
+    SentenceChunker,
+    normalize_for_speech,
+    split_sentences,
+)
+from realtime_avatar.text.language import (
+    detect_language,
+    normalize_language_code,
+    resolve_language,
+)
+
+
+def words(text: str) -> list[str]:
+    return text.split()
+
+
+# --- split_sentences ---------------------------------------------------------------------
+
+
+def test_split_basic_terminators() -> None:
+    text = "Hello there. How are you? I am fine! Thanks… See you."
+    assert split_sentences(text) == [
+        "Hello there.",
+        "How are you?",
+        "I am fine!",
+        "Thanks…",
+        "See you.",
+    ]
+
+
+def test_split_keeps_abbreviations_and_decimals() -> None:
+    text = (
+        "Dr. Smith paid 3.5 million for it. We use tools, e.g. hammers and saws. "
+        "Mr. and Mrs. Jones met J. R. Tolkien at 5 p.m. Then they left."
+    )
+    assert split_sentences(text) == [
+        "Dr. Smith paid 3.5 million for it.",
+        "We use tools, e.g. hammers and saws.",
+        "Mr. and Mrs. Jones met J. R. Tolkien at 5 p.m.",
+        "Then they left.",
+    ]
+
+
+def test_split_chinese_punctuation() -> None:
+    text = "你好。今天天气很好！我们去公园吧？好的。"
+    assert split_sentences(text) == ["你好。", "今天天气很好！", "我们去公园吧？", "好的。"]
+
+
+def test_split_spanish_marks() -> None:
+    text = "¿Dónde está la biblioteca? ¡Está aquí! Gracias, Sra. López."
+    assert split_sentences(text) == [
+        "¿Dónde está la biblioteca?",
+        "¡Está aquí!",
+        "Gracias, Sra. López.",
+    ]
+
+
+def test_split_paragraphs_and_wrapped_lines() -> None:
+    text = "A line that wraps\nonto the next line\n\nNew paragraph without a stop\n\nLast one."
+    assert split_sentences(text) == [
+        "A line that wraps onto the next line",
+        "New paragraph without a stop",
+        "Last one.",
+    ]
+
+
+def test_split_quotes_stay_with_their_sentence() -> None:
+    assert split_sentences('He said "stop." Then he left.') == ['He said "stop."', "Then he left."]
+
+
+def test_long_sentences_are_cut_under_max_chars() -> None:
+    clause = "this clause goes on for a while, "
+    text = ("Once upon a time " + clause * 12).strip().rstrip(",") + "."
+    pieces = split_sentences(text, max_chars=80)
+    assert len(pieces) > 1
+    assert all(len(p) <= 80 for p in pieces)
+    assert all(p.endswith((",", ".")) for p in pieces)  # cut at commas while it can
+    assert words(" ".join(pieces)) == words(text)
+
+    no_commas = "word " * 100
+    pieces = split_sentences(no_commas, max_chars=50)
+    assert all(len(p) <= 50 for p in pieces)
+    assert words(" ".join(pieces)) == words(no_commas)
+
+    han = "字" * 120
+    pieces = split_sentences(han, max_chars=50)
+    assert all(len(p) <= 50 for p in pieces) and "".join(pieces) == han
+
+    chinese = "我们今天去公园，然后去商店买东西，最后回家吃饭；" * 6
+    pieces = split_sentences(chinese, max_chars=40)
+    assert all(len(p) <= 40 for p in pieces) and "".join(pieces) == chinese
+
+
+def test_split_drops_unspeakable_pieces() -> None:
+    assert split_sentences("") == []
+    assert split_sentences("  ...  \n\n ---") == []
+
+
+# --- SentenceChunker -----------------------------------------------------------------------
+
+REPLY = (
+    "Well, I think that the answer, as far as I know, is 3.5 meters. Dr. Smith agrees! "
+    "But others, like Mr. Jones, disagree with this, which is fine"
+)
+
+
+def tokens(text: str) -> list[str]:
+    """Split like an LLM stream: words with their trailing space."""
+    return re.findall(r"\S+\s*", text)
+
+
+def run_chunker(deltas: list[str], chunker: SentenceChunker | None = None) -> list[list[str]]:
+    chunker = chunker or SentenceChunker()
+    out = [chunker.push(delta) for delta in deltas]
+    out.append(chunker.flush())
+    return out
+
+
+def test_chunker_cuts_first_clause_early() -> None:
+    deltas = tokens(REPLY)
+    outputs = run_chunker(deltas)
+    first_at = next(i for i, out in enumerate(outputs) if out)
+    first = outputs[first_at][0]
+    assert first == "Well, I think that the answer,"
+    assert first_at <= 6  # spoken after the sixth token, not at the end of the sentence
+    pieces = [piece for out in outputs for piece in out]
+    assert pieces == [
+        "Well, I think that the answer,",
+        "as far as I know, is 3.5 meters.",
+        "Dr. Smith agrees!",
+        "But others, like Mr. Jones, disagree with this, which is fine",
+    ]
+    assert words(" ".join(pieces)) == words(REPLY)
+
+
+def test_chunker_character_by_character_matches_tokens() -> None:
+    by_token = [p for out in run_chunker(tokens(REPLY)) for p in out]
+    by_char = [p for out in run_chunker(list(REPLY)) for p in out]
+    assert by_char == by_token
+
+
+def test_chunker_waits_until_a_cut_is_certain() -> None:
+    chunker = SentenceChunker()
+    assert chunker.push("It is 3.") == []  # maybe "3.5"
+    assert chunker.push("5 meters long. ") == []  # the next word decides
+    assert chunker.push("And") == ["It is 3.5 meters long."]
+    assert chunker.push(" then Dr. ") == []
+    assert chunker.push("Who") == []
+    assert chunker.flush() == ["And then Dr. Who"]
+    assert chunker.flush() == []
+
+
+def test_chunker_chinese_stream() -> None:
+    # A Han character takes about as long to say as three Latin letters, so a short
+    # Chinese clause already passes the 20-character threshold.
+    outputs = run_chunker(list("今天的天气非常好，我们去公园吧！好的"))
+    pieces = [p for out in outputs for p in out]
+    assert pieces == ["今天的天气非常好，", "我们去公园吧！", "好的"]
+    assert outputs[-1] == ["好的"]
+
+
+def test_chunker_caps_pending_text() -> None:
+    chunker = SentenceChunker(max_chars=60)
+    pieces = [p for delta in tokens("word " * 50) for p in chunker.push(delta)]
+    pieces += chunker.flush()
+    assert all(len(p) <= 60 for p in pieces)
+    assert words(" ".join(pieces)) == ["word"] * 50
+
+
+def test_chunker_reset_forgets_pending() -> None:
+    chunker = SentenceChunker()
+    chunker.push("This was interrupted mid")
+    chunker.reset()
+    assert chunker.pending == ""
+    assert chunker.flush() == []
+
+
+# --- normalize_for_speech ----------------------------------------------------------------
+
+
+def test_normalize_for_speech_strips_markdown() -> None:
+    text = "# Title\n**Bold** and *italic* with `code`,\n\n- a [link](http://x.y)   here"
+    assert normalize_for_speech(text) == "Title Bold and italic with code, a link here"
+    assert normalize_for_speech("keep snake_case and 3.5") == "keep snake_case and 3.5"
+    assert normalize_for_speech("  \n ") == ""
+
+
+# --- language --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Hello, how are you doing today?", "en"),
+        ("The weather is lovely this afternoon.", "en"),
+        ("I would like a cup of coffee, please.", "en"),
+        ("¿Dónde está la estación de tren?", "es"),
+        ("Me gustaría un café con leche, por favor.", "es"),
+        ("Mañana vamos a la playa con mis amigos.", "es"),
+        ("你好，今天天气很好。", "zh"),
+        ("我们明天去北京看朋友。", "zh"),
+        ("请给我一杯咖啡，谢谢。", "zh"),
+    ],
+)
+def test_detect_language(text: str, expected: str) -> None:
+    assert detect_language(text) == expected
+
+
+def test_detect_language_falls_back_to_english() -> None:
+    assert detect_language("") == "en"
+    assert detect_language("12345 !!!") == "en"
+
+
+def test_normalize_language_codes() -> None:
+    assert normalize_language_code("zh-CN") == "zh"
+    assert normalize_language_code("cmn") == "zh"
+    assert normalize_language_code("EN") == "en"
+    assert normalize_language_code("en_US") == "en"
+    assert normalize_language_code("es-419") == "es"
+    assert normalize_language_code("zh-yue") == "yue"
+
+
+def test_resolve_language() -> None:
+    assert resolve_language("auto", "¿Qué hora es?") == "es"
+    assert resolve_language("AUTO", "现在几点了？") == "zh"
+    assert resolve_language("zh-CN", "hello") == "zh"
+    assert resolve_language("cmn", "hello") == "zh"
+    assert resolve_language("EN", "hola") == "en"
+    assert resolve_language("fr", "bonjour") == "fr"
+    with pytest.raises(UnsupportedLanguageError, match="--lang"):
+        resolve_language("xx", "hello")
+    with pytest.raises(UnsupportedLanguageError):
+        resolve_language("klingon", "hello")
