@@ -27,13 +27,16 @@ def words(text: str) -> list[str]:
 
 
 def test_split_basic_terminators() -> None:
-    text = "Hello there. How are you? I am fine! Thanks… See you."
+    text = "Hello there. How are you? I am fine! Thanks… See you. ¿Qué?¡Nada! Well... maybe."
     assert split_sentences(text) == [
         "Hello there.",
         "How are you?",
         "I am fine!",
         "Thanks…",
         "See you.",
+        "¿Qué?",
+        "¡Nada!",
+        "Well... maybe.",
     ]
 
 
@@ -148,14 +151,34 @@ def test_chunker_character_by_character_matches_tokens() -> None:
     assert by_char == by_token
 
 
+def test_chunker_any_delta_split_gives_the_same_pieces() -> None:
+    import random
+
+    expected = [p for out in run_chunker(tokens(REPLY)) for p in out]
+    script = "First, a fairly long opening clause, then more. " * 6 + "Dr. No said: 3.5 is fine!"
+    rng = random.Random(7)
+    for _ in range(20):
+        cuts = sorted(rng.sample(range(1, len(REPLY)), 12))
+        deltas = [REPLY[a:b] for a, b in zip([0, *cuts], [*cuts, len(REPLY)], strict=True)]
+        assert [p for out in run_chunker(deltas) for p in out] == expected
+        cuts = sorted(rng.sample(range(1, len(script)), 30))
+        deltas = [script[a:b] for a, b in zip([0, *cuts], [*cuts, len(script)], strict=True)]
+        pieces = [p for out in run_chunker(deltas, SentenceChunker(max_chars=60)) for p in out]
+        assert words(" ".join(pieces)) == words(script)
+        assert all(len(p) <= 60 for p in pieces)
+
+
 def test_chunker_waits_until_a_cut_is_certain() -> None:
     chunker = SentenceChunker()
     assert chunker.push("It is 3.") == []  # maybe "3.5"
-    assert chunker.push("5 meters long. ") == []  # the next word decides
-    assert chunker.push("And") == ["It is 3.5 meters long."]
-    assert chunker.push(" then Dr. ") == []
-    assert chunker.push("Who") == []
-    assert chunker.flush() == ["And then Dr. Who"]
+    assert chunker.push("5 meters long. ") == ["It is 3.5 meters long."]  # a plain word
+    assert chunker.push("Ask Dr. ") == []  # never ends a sentence
+    assert chunker.push("Who. Really? ") == ["Ask Dr. Who.", "Really?"]
+    assert chunker.push("He lives in the U.S. ") == []  # the next word decides
+    assert chunker.push("now") == []
+    assert chunker.push(" and then... ") == []
+    assert chunker.push("Maybe") == ["He lives in the U.S. now and then..."]
+    assert chunker.flush() == ["Maybe"]
     assert chunker.flush() == []
 
 
@@ -192,6 +215,7 @@ def test_normalize_for_speech_strips_markdown() -> None:
     assert normalize_for_speech(text) == "Title Bold and italic with code, a link here"
     assert normalize_for_speech("keep snake_case and 3.5") == "keep snake_case and 3.5"
     assert normalize_for_speech("  \n ") == ""
+    assert normalize_for_speech("Great job! 🎉👍🏽 See you 👨‍👩‍👧") == "Great job! See you"
 
 
 # --- language --------------------------------------------------------------------------------

@@ -221,6 +221,12 @@ def test_espeak_mandarin_is_mandarin(espeak: EspeakSynthesizer) -> None:
     assert any(s.lstrip("ˈˌ").startswith("tɕ") for s in symbols), symbols
     words = [w.word for w in speech.words]
     assert "".join(words) == re.sub(r"[，。！]", "", ZH_TEXT)
+    # English inside Chinese: espeak switches voice for the word; the "(en)" / "(cmn)"
+    # switch markers are not phonemes.
+    mixed = espeak.synthesize("我爱Python。", "zh")
+    assert_well_formed(mixed)
+    assert not [p for p in mixed.phonemes if p.phoneme.startswith("(")]
+    assert [w.word for w in mixed.words] == ["我", "爱", "Python"]
 
 
 def test_espeak_is_safe_from_several_threads(espeak: EspeakSynthesizer) -> None:

@@ -292,9 +292,9 @@ class Mesh2DRenderer:
             x0, x1 = up[0, 0], up[-1, 0]
             # Lids meet a little below the middle, as real lids do; skin above follows.
             for i, idx in enumerate(upper[1:-1], start=1):
-                disp[idx, 1] = 0.92 * gap[i]
+                disp[idx, 1] = 1.0 * gap[i]
             for i, idx in enumerate(lower[1:-1], start=1):
-                disp[idx, 1] = -0.12 * gap[i]
+                disp[idx, 1] = -0.15 * gap[i]
             span = (lms[:, 0] > x0) & (lms[:, 0] < x1)
             top = np.interp(lms[:, 0], up[:, 0], up[:, 1])
             above = span & (lms[:, 1] < top - 0.5)

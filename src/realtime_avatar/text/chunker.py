@@ -9,6 +9,7 @@ speaking while the rest of the reply is still being written.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 # Periods after these never end a sentence ("Dr. Smith"). Lower case, without the dot.
 _ABBREVIATIONS = frozenset(
@@ -40,13 +41,21 @@ _CJK_CLAUSE_MARKS = "，；：、"
 _MARKDOWN_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 _MARKDOWN_LINE_PREFIX = re.compile(r"(?m)^[ \t]*(?:#{1,6}[ \t]+|>[ \t]?|[-*+][ \t]+)")
 _MARKDOWN_SYMBOLS = re.compile(r"[*#`~|]+|(?<!\w)_+|_+(?!\w)")
+# Zero-width joiner, variation selectors and skin-tone modifiers glue emoji together.
+_EMOJI_JOINERS = frozenset("\u200d\ufe0f\ufe0e\U0001f3fb\U0001f3fc\U0001f3fd\U0001f3fe\U0001f3ff")
 _WHITESPACE = re.compile(r"\s+")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n|\n(?=[ \t]*(?:[-*+•]|\d+[.)])[ \t]+)")
 
 
 def normalize_for_speech(text: str) -> str:
-    """Collapse whitespace and drop markdown symbols (* # ` ~ |) a synthesizer would read."""
+    """Collapse whitespace; drop markdown symbols (* # ` ~ |) and emoji a synthesizer reads."""
     text = _MARKDOWN_LINK.sub(r"\1", text)
+    # Emoji and pictographs ("So") would be read out by name ("grinning face").
+    text = "".join(
+        " " if unicodedata.category(char) == "So" else char
+        for char in text
+        if char not in _EMOJI_JOINERS
+    )
     text = _MARKDOWN_LINE_PREFIX.sub("", text)
     text = _MARKDOWN_SYMBOLS.sub("", text)
     return _WHITESPACE.sub(" ", text).strip()
@@ -72,23 +81,25 @@ def _word_before(text: str, index: int) -> str:
     return text[start:index]
 
 
-def _period_ends_sentence(text: str, index: int, rest: str) -> bool:
-    """Whether the '.' at ``index`` ends a sentence, given the text after it."""
+def _period_verdict(text: str, index: int) -> bool | None:
+    """Whether the '.' at ``index`` ends a sentence; None when the next word decides."""
     word = _word_before(text, index)
     bare = word.lower().strip(_CLOSERS)
     if not bare:
         return True
-    if bare in _ABBREVIATIONS:
+    if bare in _ABBREVIATIONS or bare in _NEVER_END:
         return False
-    starts_upper = rest[:1].isupper() or rest[:1] in _OPENERS or _is_cjk(rest[:1])
-    if bare in _NEVER_END:
-        return False
-    if bare in _SOFT_ABBREVIATIONS or "." in bare:
-        # "U.S." may end a sentence or not; a capitalised word after it is the best clue.
-        return starts_upper
     if len(bare) == 1 and bare.isalpha() and word[:1].isupper():
         return False  # an initial, as in "J. R. Smith"
+    if bare in _SOFT_ABBREVIATIONS or "." in bare:
+        return None  # "U.S." may end a sentence or not
     return True
+
+
+def _starts_sentence(rest: str) -> bool:
+    """Whether the text after a terminator looks like a new sentence (capital, ¿, 你)."""
+    first = rest[:1]
+    return first.isupper() or first in _OPENERS or _is_cjk(first)
 
 
 def _sentence_end(text: str, index: int, final: bool) -> int | None:
@@ -110,20 +121,21 @@ def _sentence_end(text: str, index: int, final: bool) -> int | None:
         end += 1
     if end == len(text):
         return end if final else -1
-    if not text[end].isspace():
+    if not (text[end].isspace() or text[end] in "¿¡"):
         return None  # "3.5", "e.g.x", "file.txt"
     rest = text[end:].lstrip()
-    if not rest:
-        # The next word decides for abbreviations and ellipses: wait for its first letter.
-        return end if final else -1
     run = text[index:end].rstrip(_CLOSERS)
     if run == ".":
-        return end if _period_ends_sentence(text, index, rest) else None
-    if run.startswith("..") or "…" in run:
-        # An ellipsis is a pause unless a new sentence clearly starts after it.
-        first = rest[:1]
-        return end if (first.isupper() or first in _OPENERS or _is_cjk(first)) else None
-    return end
+        verdict = _period_verdict(text, index)
+        if verdict is not None:
+            return end if verdict else None
+    elif not (run.startswith("..") or "…" in run):
+        return end  # "!" and "?" always end a sentence
+    # An abbreviation that may end a sentence, or an ellipsis (usually just a pause):
+    # only a new sentence starting after it settles the question.
+    if not rest:
+        return end if final else -1
+    return end if _starts_sentence(rest) else None
 
 
 def _boundaries(text: str, final: bool) -> tuple[list[int], bool]:
@@ -288,14 +300,18 @@ class SentenceChunker:
         if not stripped:
             return None
         cuts, _ = _boundaries(text, final=False)
-        if cuts:
-            return self._take(cuts[0])
+        sentence_end = cuts[0] if cuts else len(text) + 1
         threshold = self.min_clause_chars if self._emitted == 0 else self.later_clause_chars
+        # A clause cut depends only on the text before it, so the pieces are the same
+        # however the stream was split into deltas. ASCII marks need a space after them
+        # ("1,000" is not a clause), which _clause_cuts checks.
         for cut in _clause_cuts(text):
-            # A clause cut at the very end is not certain for ASCII marks ("1," may be
-            # "1,000"); _clause_cuts already demands a space after them.
+            if cut >= sentence_end:
+                break
             if _spoken_length(text[:cut]) >= threshold:
                 return self._take(cut)
+        if cuts:
+            return self._take(cuts[0])
         if len(stripped) > self.max_chars:
             pieces = _cut_long(_WHITESPACE.sub(" ", text).strip(), self.max_chars)
             first = pieces[0]

@@ -268,7 +268,8 @@ def _timings(
                 spans[-1][1] = max(spans[-1][1], end)  # "3.5" speaks as three words
             else:
                 spans.append([start, end])
-        else:
+        elif not (event.phoneme.startswith("(") and event.phoneme.endswith(")")):
+            # "(en)" / "(cmn)" mark a switch of language for a foreign word, not a sound.
             marks.append((event.phoneme or PAUSE, time_s, len(spans) - 1))
 
     # Each phoneme lasts until the next one starts; silence before the first.

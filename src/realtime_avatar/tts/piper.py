@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigurationError, InvalidTextError
+from ..errors import ConfigurationError, InvalidTextError, UnsupportedLanguageError
 from ..frames import PhonemeTiming, Speech, WordTiming
 from ..text.chunker import normalize_for_speech
+from ..text.language import normalize_language_code
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -351,9 +352,7 @@ class PiperSynthesizer:
 
     def synthesize(self, text: str, language: str, turn_id: int = 0) -> Speech:
         """Speak ``text``; returns mono float32 PCM with phoneme and word timings."""
-        if language != self._language:
-            from ..errors import UnsupportedLanguageError
-
+        if normalize_language_code(language) != self._language:
             raise UnsupportedLanguageError(
                 f"The Piper voice {self.model_path.name} speaks only '{self._language}', "
                 f"not '{language}'; use the espeak synthesizer for other languages."
@@ -393,7 +392,7 @@ class PiperSynthesizer:
         return Speech(
             turn_id=turn_id,
             text=spoken,
-            language=language,
+            language=self._language,
             pcm=pcm,
             sample_rate_hz=self.sample_rate_hz,
             phonemes=_phoneme_timings(symbols, samples, self.sample_rate_hz, pcm),

@@ -1,0 +1,43 @@
+# The two set-up commands: `make serve` and `make test`. Both install what they need, idempotently.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+STAMPS := .stamps
+APT_PACKAGES := ffmpeg espeak-ng
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: serve test lint deps clean
+
+serve: $(STAMPS)/venv
+	$(VENV)/bin/avatar serve
+
+test: $(STAMPS)/venv
+	HF_HUB_OFFLINE=1 ORT_DISABLE_TELEMETRY=1 $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMPS)/venv
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy src/realtime_avatar
+
+deps: $(STAMPS)/venv
+
+$(STAMPS)/apt:
+	@mkdir -p $(STAMPS)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	@touch $@
+
+# torch first and pinned (a bare requirement pulls a CUDA build), then everything under the
+# verified constraints; webrtcvad-wheels replaces webrtcvad, whose import needs pkg_resources.
+$(STAMPS)/venv: $(STAMPS)/apt pyproject.toml constraints.txt
+	@mkdir -p $(STAMPS)
+	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q "pip>=24,<26"
+	$(VENV)/bin/python -m pip install -q torch==2.13.0
+	$(VENV)/bin/python -m pip install -q -c constraints.txt -e ".[eval,dev]"
+	$(VENV)/bin/python -m pip install -q --force-reinstall --no-deps webrtcvad-wheels==2.0.14.post1
+	@touch $@
+
+clean:
+	rm -rf $(VENV) $(STAMPS)
