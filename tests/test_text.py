@@ -182,6 +182,15 @@ def test_chunker_waits_until_a_cut_is_certain() -> None:
     assert chunker.flush() == []
 
 
+def test_chunker_cuts_at_paragraphs_and_list_items() -> None:
+    chunker = SentenceChunker()
+    assert chunker.push("## Options\n") == []
+    assert chunker.push("\nYou can pick") == ["## Options"]
+    assert chunker.push(" one:\n- tea\n") == ["You can pick one:"]
+    assert chunker.push("- coffee") == ["- tea"]
+    assert chunker.flush() == ["- coffee"]
+
+
 def test_chunker_chinese_stream() -> None:
     # A Han character takes about as long to say as three Latin letters, so a short
     # Chinese clause already passes the 20-character threshold.

@@ -472,13 +472,20 @@ class Mesh2DRenderer:
         # about half the opening, shaded darker toward their edge and the corners.
         teeth_up = min(self._upper_teeth_h, 0.45 * open_c + 1.0)
         band_up = (1.0 - _smoothstep((ys - top - teeth_up + 1.0) / 2.0)) * side**0.7
-        shade_up = 0.8 + 0.2 * side - 0.18 * _smoothstep((ys - top) / max(teeth_up, 1.0))
+        # Bright enamel with a soft shadow under the lip and faint gaps between teeth,
+        # the central incisors widest; without the gaps the band reads as a metal strip.
+        under_lip = _smoothstep((ys - top) / 1.5)
+        tooth_w = 0.11 * self.mouth_w * (1.0 + 0.25 * side)
+        phase = np.abs(((xs - mid_x) / tooth_w) % 1.0 - 0.5)
+        gaps = 1.0 - 0.18 * np.exp(-((phase - 0.5) / 0.07) ** 2) * (ys - top > 1.0)
+        shade_up = (0.78 + 0.22 * under_lip) * (0.9 + 0.1 * side) * gaps
+        shade_up = shade_up - 0.12 * _smoothstep((ys - top) / max(teeth_up, 1.0))
         interior = cavity + band_up[..., None] * (teeth * shade_up[..., None] - cavity)
         # Lower teeth show only when the jaw is well open, in the middle, in shadow.
         if open_c > 0.12 * self.mouth_w:
             teeth_low = min(self._lower_teeth_h, 0.2 * open_c)
-            band_low = 0.7 * _smoothstep((ys - (bottom - teeth_low) + 1.0) / 2.0) * side**3
-            interior += band_low[..., None] * (teeth * 0.7 - interior)
+            band_low = 0.55 * _smoothstep((ys - (bottom - teeth_low) + 1.0) / 2.0) * side**3
+            interior += band_low[..., None] * (teeth * 0.6 - interior)
         interior *= (0.65 + 0.35 * side)[..., None]
 
         alpha = cv2.GaussianBlur(mask, (0, 0), 0.9).astype(np.float32)[..., None] / 255.0

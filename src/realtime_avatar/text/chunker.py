@@ -246,8 +246,8 @@ def split_sentences(text: str, max_chars: int = 220) -> list[str]:
 class SentenceChunker:
     """Turns a streaming reply into speakable pieces as soon as each one is certain.
 
-    Sentences are cut at . ! ? … 。！？ once the next character shows the cut is real
-    (so "3.5" and "Dr. Smith" stay whole). Before a sentence ends, a clause is cut at
+    Sentences are cut at . ! ? … 。！？ and blank lines once the text after them shows the
+    cut is real (so "3.5" and "Dr. Smith" stay whole). Before a sentence ends, a clause is cut at
     , ; : (，；：、) once at least ``min_clause_chars`` are pending, so the first words reach
     the synthesizer early; later clauses wait for ``later_clause_chars`` because fewer,
     longer pieces sound more natural. A Han character counts as three (it takes as long to
@@ -300,7 +300,12 @@ class SentenceChunker:
         if not stripped:
             return None
         cuts, _ = _boundaries(text, final=False)
-        sentence_end = cuts[0] if cuts else len(text) + 1
+        ends = cuts[:1]
+        for paragraph in _PARAGRAPH_BREAK.finditer(text):
+            if text[: paragraph.start()].strip():  # a heading or list item ends here
+                ends.append(paragraph.end())
+                break
+        sentence_end = min(ends) if ends else len(text) + 1
         threshold = self.min_clause_chars if self._emitted == 0 else self.later_clause_chars
         # A clause cut depends only on the text before it, so the pieces are the same
         # however the stream was split into deltas. ASCII marks need a space after them
@@ -310,8 +315,8 @@ class SentenceChunker:
                 break
             if _spoken_length(text[:cut]) >= threshold:
                 return self._take(cut)
-        if cuts:
-            return self._take(cuts[0])
+        if ends:
+            return self._take(sentence_end)
         if len(stripped) > self.max_chars:
             pieces = _cut_long(_WHITESPACE.sub(" ", text).strip(), self.max_chars)
             first = pieces[0]
