@@ -87,8 +87,8 @@ def render_script(
     """Speak ``text`` with the avatar into an MP4; memory stays flat with text length."""
     started = time.perf_counter()
     settings = settings or get_settings()
-    clean = normalize_for_speech(text or "")
-    if not clean.strip():
+    clean = (text or "").strip()
+    if not normalize_for_speech(clean).strip():
         raise InvalidTextError("nothing to say: the text is empty; pass some words or --text-file")
     out_path = check_output_path(out_path)
     sentences = split_sentences(clean)
