@@ -63,10 +63,10 @@ REFERENCE_SENTENCES = (
 
 # (name, F0 scale, formant warp, F0 spread, breathiness) for WORLD-made variants of joe.
 WORLD_TARGETS = (
-    ("joe-deep", 0.78, 0.90, 0.9, 0.0),
-    ("joe-tenor", 1.3, 1.07, 1.0, 0.0),
-    ("joe-female", 1.75, 1.15, 1.1, 0.2),
-    ("joe-child", 2.2, 1.25, 1.1, 0.1),
+    ("joe-deep", 0.85, 0.91, 0.9, 0.0),
+    ("joe-tenor", 1.45, 1.06, 1.0, 0.0),
+    ("joe-female", 2.0, 1.13, 1.1, 0.2),
+    ("joe-child", 2.8, 1.25, 1.1, 0.1),
 )
 ESPEAK_TARGETS = (("espeak-male", "en-us"), ("espeak-female", "en-us+f3"))
 

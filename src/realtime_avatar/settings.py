@@ -45,6 +45,20 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     token: str | None = None
+    max_sessions: int = 2
+
+    # Live conversation.
+    asr: str = "whisper-tiny-en"  # English default; es/zh/auto use the multilingual base
+    asr_model_dir: Path | None = None  # a faster-whisper model folder the user brings
+    vad_min_silence_ms: int = 300
+    language: str = "auto"
+    dialogue: str = "persona"
+    openai_base_url: str = "http://127.0.0.1:8080/v1"
+    openai_model: str = "gpt-4o-mini"
+    openai_api_key: str | None = None
+    openai_system_prompt: str | None = None
+    openai_timeout_s: float = 20.0
+    llama_model_path: Path | None = None
 
     @classmethod
     def settings_customise_sources(

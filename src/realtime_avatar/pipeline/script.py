@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..avatars.registry import Avatar, load_avatar
+from ..avatars.registry import load_avatar
 from ..constants import FPS
 from ..errors import InvalidTextError
 from ..media.mp4 import Mp4Writer, check_output_path
@@ -16,11 +16,10 @@ from ..render.registry import create_renderer
 from ..settings import Settings, get_settings
 from ..text.chunker import normalize_for_speech, split_sentences
 from ..text.language import resolve_language
-from ..tts.base import Synthesizer
 from ..tts.registry import get_synthesizer
 from ..voice.base import VoiceMatcher
-from ..voice.match import IdentityMatcher, WorldVoiceMatcher, source_profile_for
 from .avsync import AVSynth
+from .matching import build_matcher
 
 log = logging.getLogger(__name__)
 
@@ -56,23 +55,6 @@ def _sentence_language(sentence: str, overall: str) -> str:
     if detected == overall or (len(sentence) < SWITCH_MIN_CHARS and detected != "zh"):
         return overall
     return detected
-
-
-def build_matcher(
-    settings: Settings, avatar: Avatar, synth: Synthesizer, language: str
-) -> VoiceMatcher:
-    """The configured voice matcher from this synthesizer's voice to the avatar's."""
-    if settings.voice_matcher == "identity":
-        return IdentityMatcher()
-
-    def speak(text: str) -> tuple:
-        speech = synth.synthesize(text, language)
-        return speech.pcm, speech.sample_rate_hz
-
-    source = source_profile_for(
-        synth.name, language, speak, cache_dir=Path(settings.data_dir).expanduser() / "cache"
-    )
-    return WorldVoiceMatcher(avatar.voice_profile, source)
 
 
 def render_script(

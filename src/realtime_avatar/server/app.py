@@ -1,31 +1,162 @@
-"""The FastAPI app. For now: health, avatars and OpenAPI; the live session comes next."""
+"""The FastAPI app: the page, WebRTC signalling, avatars, health, metrics."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+import asyncio
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 
 from .. import __version__
-from ..avatars.registry import list_avatars
+from ..avatars.registry import list_avatars, load_avatar, validate_name
 from ..errors import AvatarError
 from ..settings import Settings, get_settings
+from . import metrics
+from .live import LiveServices
+from .rtc import RtcSession
+
+log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app with its routes."""
+class Offer(BaseModel):
+    """The signalling body: the browser's SDP offer, plus optional session choices."""
+
+    sdp: str = Field(max_length=100_000)
+    type: str = "offer"
+    avatar: str = "default"
+    language: str | None = None
+    dialogue: str | None = None
+
+
+class Answer(BaseModel):
+    """The answer to an offer."""
+
+    sdp: str
+    type: str = "answer"
+    session_id: str
+
+
+class BusyError(AvatarError):
+    """Too many live sessions."""
+
+    status_code = 503
+
+
+class AuthError(AvatarError):
+    """Missing or wrong bearer token."""
+
+    status_code = 401
+
+
+def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> FastAPI:
+    """Build the app; ``warm_up`` loads the speech models before the first visitor."""
     settings = settings or get_settings()
-    app = FastAPI(title="realtime-avatar", version=__version__)
+    services = LiveServices(settings)
+    sessions: set[RtcSession] = set()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if warm_up:
+            await asyncio.to_thread(services.warm_up)
+        yield
+        await asyncio.gather(*(s.close("server stopping") for s in list(sessions)))
+        services.close()
+
+    app = FastAPI(title="realtime-avatar", version=__version__, lifespan=lifespan)
+    app.state.services = services
+    app.state.sessions = sessions
 
     @app.exception_handler(AvatarError)
     async def avatar_error(_request: Request, exc: AvatarError) -> JSONResponse:
         return JSONResponse({"error": exc.message}, status_code=exc.status_code)
 
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok", "version": __version__}
+    def require_token(request: Request) -> None:
+        if not settings.token:
+            return
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {settings.token}".encode()):
+            raise AuthError("missing or wrong bearer token; send 'Authorization: Bearer <AVATAR_TOKEN>'")
 
-    @app.get("/api/v1/avatars")
-    async def avatars() -> dict[str, list[str]]:
-        return {"avatars": list_avatars(settings)}
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__, "sessions": len(sessions),
+                "max_sessions": settings.max_sessions}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/api/v1/avatars", dependencies=[Depends(require_token)])
+    async def avatars() -> dict[str, Any]:
+        names = await asyncio.to_thread(lambda: (services.ensure_default(), list_avatars(settings))[1])
+        return {"avatars": names, "default": "default"}
+
+    @app.get("/api/v1/avatars/{name}/image", dependencies=[Depends(require_token)])
+    async def avatar_image(name: str) -> FileResponse:
+        avatar = await asyncio.to_thread(load_avatar, validate_name(name), settings=settings)
+        return FileResponse(avatar.path / "face.png", media_type="image/png")
+
+    @app.get("/api/v1/options")
+    async def options() -> dict[str, Any]:
+        return services.options()
+
+    @app.get("/api/v1/sessions/{session_id}/turns", dependencies=[Depends(require_token)])
+    async def session_turns(session_id: str) -> dict[str, Any]:
+        return {"turns": await asyncio.to_thread(services.store.turns, session_id)}
+
+    @app.post("/api/v1/rtc/offer", response_model=Answer, dependencies=[Depends(require_token)])
+    async def rtc_offer(offer: Offer) -> Answer:
+        if offer.type != "offer":
+            raise AvatarError(f"expected an SDP offer, got type {offer.type!r}")
+        if len(sessions) >= settings.max_sessions:
+            metrics.SESSIONS_REFUSED.inc()
+            raise BusyError(
+                f"busy: {len(sessions)} conversation(s) already running (the limit is "
+                f"{settings.max_sessions}); try again in a moment"
+            )
+        rtc_holder: dict[str, RtcSession] = {}
+
+        def emit(event: dict[str, Any]) -> None:
+            if "rtc" in rtc_holder:
+                rtc_holder["rtc"].emit(event)
+
+        live = await services.open_session(
+            validate_name(offer.avatar), offer.language, offer.dialogue, emit
+        )
+
+        def closed(rtc: RtcSession, reason: str) -> None:
+            sessions.discard(rtc)
+            metrics.SESSIONS.set(len(sessions))
+            metrics.FRAMES.inc(rtc.frames_sent)
+            services.close_session(live.session_id, reason)
+            log.info("session %s closed: %s", live.session_id, reason)
+
+        rtc = RtcSession(live.session, closed)
+        rtc_holder["rtc"] = rtc
+        sessions.add(rtc)
+        metrics.SESSIONS.set(len(sessions))
+        try:
+            answer = await rtc.answer(offer.sdp, offer.type)
+        except Exception as exc:
+            await rtc.close("bad offer")
+            raise AvatarError(f"could not use this SDP offer: {exc}") from None
+        return Answer(sdp=answer.sdp, type=answer.type, session_id=live.session_id)
+
+    static = Path(str(resources.files("realtime_avatar") / "server" / "static"))
+    app.mount("/static", StaticFiles(directory=static), name="static")
+
+    @app.get("/")
+    async def index() -> FileResponse:
+        return FileResponse(static / "index.html", media_type="text/html")
 
     return app

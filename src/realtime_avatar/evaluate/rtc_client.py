@@ -1,0 +1,270 @@
+"""A scripted WebRTC client (aiortc): speaks WAVs into the server and measures what comes back.
+
+Used by the tests, the evaluator and the benchmarks. It plays a schedule of speech clips as
+its microphone in real time, records every event, every received video frame (arrival
+time, mouth opening) and audio frame (arrival time, level), and derives the figures that
+matter: voice-to-first-frame latency, barge-in stop time, delivered fps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import av
+import httpx
+import numpy as np
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from .. import rtc_loopback
+from ..face.landmarks import LIP_LOWER_OUTER, LIP_UPPER_OUTER, face_mesh
+
+rtc_loopback.enable()
+
+MIC_RATE_HZ = 48_000
+MIC_FRAME = 960  # 20 ms
+DARK_LEVEL = 70  # grey level under which a mouth pixel counts as open-mouth dark
+
+
+@dataclass
+class Clip:
+    """A piece of speech the client says, starting ``at_s`` after the call connects."""
+
+    pcm: np.ndarray  # float32 mono at MIC_RATE_HZ
+    at_s: float
+    speech_end_s: float = 0.0  # filled in: wall-clock (monotonic) time its speech ended
+    speech_start_s: float = 0.0
+
+    def speech_bounds(self) -> tuple[int, int]:
+        """First and last sample of actual speech (energy above the clip's floor)."""
+        hop = MIC_RATE_HZ // 100
+        n = len(self.pcm) // hop
+        rms = np.sqrt(np.mean(self.pcm[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-12)
+        voiced = np.flatnonzero(rms > 0.05 * rms.max())
+        return int(voiced[0] * hop), int((voiced[-1] + 1) * hop)
+
+
+class ScriptedMic(MediaStreamTrack):
+    """An audio track that says the clips at their times and is silent in between."""
+
+    kind = "audio"
+
+    def __init__(self, clips: list[Clip]) -> None:
+        super().__init__()
+        self.clips = sorted(clips, key=lambda c: c.at_s)
+        self._start = 0.0
+        self._sent = 0
+
+    @property
+    def now_s(self) -> float:
+        """How far into its script the microphone is."""
+        return self._sent / MIC_RATE_HZ
+
+    def say_now(self, pcm: np.ndarray, lead_s: float = 0.06) -> Clip:
+        """Say ``pcm`` starting a moment from now (used to talk over the avatar)."""
+        clip = Clip(pcm, self.now_s + lead_s)
+        self.clips.append(clip)
+        return clip
+
+    async def recv(self) -> av.AudioFrame:
+        if self._start == 0.0:
+            self._start = time.monotonic()
+        due = self._start + self._sent / MIC_RATE_HZ
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        block = np.zeros(MIC_FRAME, np.float32)
+        t0 = self._sent
+        for clip in self.clips:
+            begin = int(clip.at_s * MIC_RATE_HZ)
+            lo, hi = max(t0, begin), min(t0 + MIC_FRAME, begin + len(clip.pcm))
+            if lo < hi:
+                block[lo - t0 : hi - t0] += clip.pcm[lo - begin : hi - begin]
+                first, last = clip.speech_bounds()
+                if begin + first >= t0 and begin + first < t0 + MIC_FRAME:
+                    clip.speech_start_s = self._start + (begin + first) / MIC_RATE_HZ
+                if begin + last > t0 and begin + last <= t0 + MIC_FRAME:
+                    clip.speech_end_s = self._start + (begin + last) / MIC_RATE_HZ
+        frame = av.AudioFrame.from_ndarray(
+            (np.clip(block, -1, 1) * 32767).astype(np.int16).reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate = MIC_RATE_HZ
+        frame.pts = self._sent
+        frame.time_base = Fraction(1, MIC_RATE_HZ)
+        self._sent += MIC_FRAME
+        return frame
+
+
+@dataclass
+class CallRecord:
+    """Everything the client saw during one call."""
+
+    events: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    video: list[tuple[float, float]] = field(default_factory=list)  # (arrival, mouth opening)
+    audio: list[tuple[float, float]] = field(default_factory=list)  # (arrival, rms)
+    connected_at: float = 0.0
+    session_id: str = ""
+    last_frame: np.ndarray | None = None
+
+    def fps(self, since_s: float = 1.0) -> float:
+        """Video frames per second received, skipping the first ``since_s`` seconds."""
+        times = [t for t, _ in self.video if t >= self.connected_at + since_s]
+        if len(times) < 2:
+            return 0.0
+        return (len(times) - 1) / (times[-1] - times[0])
+
+    def mouth_baseline(self, until: float) -> float:
+        """The idle mouth opening (before the answer), as a high percentile."""
+        idle = [m for t, m in self.video if t < until]
+        return float(np.percentile(idle, 95)) if idle else 0.0
+
+    def first_answer_frame(self, after: float, margin: float = 40.0) -> float | None:
+        """Arrival time of the first frame after ``after`` whose mouth opens past idle."""
+        base = self.mouth_baseline(after)
+        for t, m in self.video:
+            if t > after and m > base + margin:
+                return t
+        return None
+
+    def first_answer_audio(self, after: float, level: float = 0.01) -> float | None:
+        """Arrival time of the first audible audio frame after ``after``."""
+        for t, rms in self.audio:
+            if t > after and rms > level:
+                return t
+        return None
+
+    def last_mouth_motion(self, after: float, until: float, margin: float = 40.0) -> float | None:
+        """Arrival of the last frame in (after, until] with the mouth open past idle."""
+        base = self.mouth_baseline(after - 5.0) if after > 5 else 0.0
+        last = None
+        for t, m in self.video:
+            if after < t <= until and m > base + margin:
+                last = t
+        return last
+
+    def texts(self, role: str) -> list[str]:
+        """Final transcript texts of one role, in order."""
+        return [e["text"] for _, e in self.events
+                if e.get("type") == "transcript" and e.get("role") == role and e.get("final")]
+
+
+class AvatarCall:
+    """One call to ``avatar serve``: connect, speak the clips, record, hang up."""
+
+    def __init__(self, base_url: str, clips: list[Clip], *, token: str | None = None,
+                 avatar: str = "default", language: str | None = None,
+                 dialogue: str | None = None, measure_mouth: bool = True) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.clips = clips
+        self.token = token
+        self.options = {"avatar": avatar, "language": language, "dialogue": dialogue}
+        self.measure_mouth = measure_mouth
+        self.record = CallRecord()
+        self._mouth_box: tuple[int, int, int, int] | None = None
+        self._pc: RTCPeerConnection | None = None
+        self.mic: ScriptedMic | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    def _mouth_opening(self, rgb: np.ndarray) -> float:
+        if self._mouth_box is None:
+            lms = face_mesh(rgb)
+            if lms is None:
+                return 0.0
+            pts = lms[LIP_UPPER_OUTER + LIP_LOWER_OUTER]
+            x0, y0 = (pts.min(axis=0) - [4, 4]).astype(int)
+            x1, y1 = (pts.max(axis=0) + [4, 30]).astype(int)
+            self._mouth_box = (max(y0, 0), y1, max(x0, 0), x1)
+        y0, y1, x0, x1 = self._mouth_box
+        patch = rgb[y0:y1, x0:x1].mean(axis=2)
+        return float(np.sum(patch < DARK_LEVEL))
+
+    async def _read_video(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                now = time.monotonic()
+                mouth = 0.0
+                if self.measure_mouth:
+                    rgb = frame.to_ndarray(format="rgb24")
+                    mouth = self._mouth_opening(rgb)
+                    self.record.last_frame = rgb
+                self.record.video.append((now, mouth))
+
+    async def _read_audio(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                pcm = frame.to_ndarray().astype(np.float32) / 32768.0
+                self.record.audio.append((time.monotonic(), float(np.sqrt(np.mean(pcm**2)))))
+
+    async def run(self, duration_s: float) -> CallRecord:
+        """Connect, run for ``duration_s`` seconds after connecting, hang up."""
+        await self.start()
+        await asyncio.sleep(duration_s)
+        await self.close()
+        return self.record
+
+    async def wait_for_event(self, predicate: Any, timeout_s: float) -> dict[str, Any]:
+        """Wait until an event (seen before or arriving) satisfies ``predicate``."""
+        deadline = time.monotonic() + timeout_s
+        seen = 0
+        while time.monotonic() < deadline:
+            for _, event in self.record.events[seen:]:
+                if predicate(event):
+                    return event
+            seen = len(self.record.events)
+            await asyncio.sleep(0.02)
+        raise TimeoutError(f"no matching event within {timeout_s} s; saw {self.record.events[-5:]}")
+
+    async def start(self) -> None:
+        """Connect and wait until media flows."""
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self._pc = pc
+        self.mic = ScriptedMic(self.clips)
+        pc.addTrack(self.mic)
+        pc.addTransceiver("video", direction="recvonly")
+        channel = pc.createDataChannel("events")
+
+        @channel.on("message")
+        def on_message(message: str) -> None:
+            self.record.events.append((time.monotonic(), json.loads(message)))
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            reader = self._read_video if track.kind == "video" else self._read_audio
+            self._tasks.append(asyncio.ensure_future(reader(track)))
+
+        connected = asyncio.Event()
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            if pc.connectionState == "connected":
+                self.record.connected_at = time.monotonic()
+                connected.set()
+
+        await pc.setLocalDescription(await pc.createOffer())
+        body = {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type,
+                **{k: v for k, v in self.options.items() if v}}
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        async with httpx.AsyncClient(timeout=60) as http:
+            res = await http.post(f"{self.base_url}/api/v1/rtc/offer", json=body, headers=headers)
+        if res.status_code != 200:
+            await pc.close()
+            raise RuntimeError(f"offer refused: {res.status_code} {res.text}")
+        answer = res.json()
+        self.record.session_id = answer.get("session_id", "")
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+        await asyncio.wait_for(connected.wait(), timeout=20)
+
+    async def close(self) -> None:
+        """Hang up."""
+        for task in self._tasks:
+            task.cancel()
+        if self._pc is not None:
+            await self._pc.close()

@@ -1,0 +1,361 @@
+"""One live conversation: mic audio in, paired audio/video frames and events out.
+
+The session knows nothing of WebRTC. The transport feeds it 16 kHz mic audio and pulls one
+``AVFrame`` every 40 ms; the session runs the turn loop in between:
+
+    VAD -> ASR (partials, final) -> Responder (text deltas) -> SentenceChunker
+        -> TTS -> VoiceMatch -> speech queue -> AVSynth (animate + render) -> frame
+
+Barge-in is one mechanism: a new utterance bumps ``turn_id``; the reply task of the old
+turn is cancelled and every queued frame of an older turn is dropped, so the very next
+frame is the idle face.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..asr.base import Recognizer, Utterance
+from ..constants import ASR_RATE_HZ, FRAME_MS
+from ..dialogue.base import DialogueError, Message, Responder
+from ..frames import AVFrame, Speech
+from ..text.chunker import SentenceChunker
+from ..tts.base import Synthesizer
+from ..vad.base import VoiceActivity
+from ..voice.base import VoiceMatcher
+from .avsync import AVSynth
+
+log = logging.getLogger(__name__)
+
+ECHO_GUARD_S = 0.15  # ignore the VAD this long after the avatar starts speaking
+HISTORY_TURNS = 8
+PARTIAL_EVERY_S = 0.6
+
+EventSink = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TurnTimings:
+    """Wall-clock marks of one turn (``time.monotonic()`` seconds), and what was said."""
+
+    turn_id: int
+    speech_start: float = 0.0
+    speech_end: float = 0.0
+    asr_final: float = 0.0
+    first_token: float = 0.0
+    first_audio: float = 0.0
+    first_frame: float = 0.0
+    turn_end: float = 0.0
+    user_text: str = ""
+    reply_text: str = ""
+    language: str = ""
+    interrupted: bool = False
+    error: str = ""
+    first_frame_index: int = -1
+
+    def stage_ms(self) -> dict[str, float]:
+        """Each stage's mark in ms after the end of the user's speech."""
+        base = self.speech_end
+        out: dict[str, float] = {}
+        for name in ("asr_final", "first_token", "first_audio", "first_frame", "turn_end"):
+            mark = getattr(self, name)
+            if mark and base:
+                out[f"{name}_ms"] = round((mark - base) * 1000.0, 1)
+        return out
+
+
+@dataclass
+class SessionStages:
+    """The per-session stage instances (models inside them are loaded once per process)."""
+
+    vad: VoiceActivity
+    recognizer: Recognizer
+    responder: Responder
+    synthesizer_for: Callable[[str], Synthesizer]
+    matcher_for: Callable[[Synthesizer, str], VoiceMatcher]
+    fallback_lines: dict[str, str] = field(default_factory=dict)
+
+
+class ConversationSession:
+    """The turn loop of one conversation. Create, ``await start()``, feed audio, pull frames."""
+
+    def __init__(
+        self,
+        av_synth: AVSynth,
+        stages: SessionStages,
+        *,
+        language: str = "auto",
+        on_event: EventSink | None = None,
+        on_turn: Callable[[TurnTimings], None] | None = None,
+    ) -> None:
+        self.av = av_synth
+        self.stages = stages
+        self.language = language
+        self._emit = on_event or (lambda _e: None)
+        self._on_turn = on_turn or (lambda _t: None)
+        self.turn_id = 0
+        self._lock = threading.Lock()  # guards the speech queue and the current utterance
+        self._speech: collections.deque[Speech] = collections.deque()
+        self._frames: Any = None  # iterator of the utterance being played
+        self._playing_turn = -1
+        self._speaking_since = 0.0
+        self._history: list[Message] = []
+        self._utterance: Utterance | None = None
+        self._utterance_turn = -1
+        self._timings: dict[int, TurnTimings] = {}
+        self._reported: set[int] = set()
+        self._reply_task: asyncio.Task[None] | None = None
+        self._asr_pool = ThreadPoolExecutor(1, thread_name_prefix="asr")
+        self._speech_pool = ThreadPoolExecutor(1, thread_name_prefix="tts")
+        self._partial_due = 0.0
+        self._pending_user_text = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._mic_s = 0.0
+        self._closed = False
+        self._state = ""
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Bind to the running loop and announce that the avatar listens."""
+        self._loop = asyncio.get_running_loop()
+        self._set_state("listening")
+
+    async def close(self) -> None:
+        """Cancel work in flight and release the worker threads."""
+        self._closed = True
+        if self._reply_task:
+            self._reply_task.cancel()
+        self._asr_pool.shutdown(wait=False, cancel_futures=True)
+        self._speech_pool.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ events
+    def _set_state(self, state: str, **extra: Any) -> None:
+        if state != self._state:
+            self._state = state
+            self._emit({"type": "status", "state": state, "turn_id": self.turn_id, **extra})
+
+    @property
+    def speaking(self) -> bool:
+        """Whether the avatar is playing (or about to play) an answer."""
+        with self._lock:
+            return self._frames is not None or bool(self._speech)
+
+    # ------------------------------------------------------------------ mic side
+    async def push_mic(self, pcm_16k: np.ndarray) -> None:
+        """Feed mic audio (float32 mono 16 kHz) from the transport, in arrival order."""
+        if self._closed:
+            return
+        self._mic_s += len(pcm_16k) / ASR_RATE_HZ
+        events = self.stages.vad.feed(pcm_16k)
+        for event in events:
+            if event.kind == "start":
+                self._on_speech_start()
+            elif event.kind == "end":
+                self._on_speech_end(event.time_s)
+        if self._utterance is not None:
+            await self._feed_utterance(pcm_16k)
+
+    def _on_speech_start(self) -> None:
+        now = time.monotonic()
+        if self.speaking and now - self._speaking_since < ECHO_GUARD_S:
+            return  # the avatar's first syllable leaking back through the mic
+        replying = self._reply_task is not None and not self._reply_task.done()
+        if self.speaking or replying:
+            self._interrupt()
+        self.turn_id += 1
+        timing = TurnTimings(self.turn_id, speech_start=now)
+        self._timings[self.turn_id] = timing
+        self._utterance = self.stages.recognizer.start(self.turn_id, self.language)
+        self._utterance_turn = self.turn_id
+        self._partial_due = now + PARTIAL_EVERY_S
+        self._set_state("listening", user_speaking=True)
+
+    def _interrupt(self) -> None:
+        """Barge-in: drop the old turn everywhere; the next frame is the idle face."""
+        old = self.turn_id
+        had_audio = self._playing_turn == old
+        if self._reply_task:
+            self._reply_task.cancel()
+            self._reply_task = None
+        with self._lock:
+            self._speech.clear()
+            self._frames = None
+        timing = self._timings.get(old)
+        if timing is not None:
+            timing.interrupted = True
+            if not timing.turn_end:
+                timing.turn_end = time.monotonic()
+            # The user went on talking before hearing anything: keep what they said.
+            if not had_audio and timing.user_text:
+                self._pending_user_text = timing.user_text
+            self._finish_turn(timing)
+        self._emit({"type": "interrupted", "turn_id": old})
+
+    async def _feed_utterance(self, pcm_16k: np.ndarray) -> None:
+        utterance = self._utterance
+        assert utterance is not None and self._loop is not None
+        turn = self._utterance_turn
+        partial = await self._loop.run_in_executor(self._asr_pool, utterance.feed, pcm_16k)
+        if partial is not None and partial.text.strip() and turn == self.turn_id:
+            self._emit({"type": "transcript", "role": "user", "text": partial.text,
+                        "final": False, "turn_id": turn})
+
+    def _on_speech_end(self, stream_time_s: float) -> None:
+        if self._utterance is None:
+            return
+        now = time.monotonic()
+        timing = self._timings[self._utterance_turn]
+        # The VAD reports when speech stopped, not when it noticed: back-date the mark.
+        timing.speech_end = now - max(self._mic_s - stream_time_s, 0.0)
+        utterance, turn = self._utterance, self._utterance_turn
+        self._utterance = None
+        self._reply_task = asyncio.ensure_future(self._run_turn(utterance, turn))
+
+    # ------------------------------------------------------------------ reply side
+    async def _run_turn(self, utterance: Utterance, turn: int) -> None:
+        assert self._loop is not None
+        timing = self._timings[turn]
+        try:
+            final = await self._loop.run_in_executor(self._asr_pool, utterance.finish)
+            timing.asr_final = time.monotonic()
+            text = " ".join(t for t in (self._pending_user_text, final.text.strip()) if t)
+            self._pending_user_text = ""
+            if not text:
+                self._set_state("listening")
+                return
+            language = final.language if self.language == "auto" else self.language
+            timing.user_text, timing.language = text, language
+            self._emit({"type": "transcript", "role": "user", "text": text, "final": True,
+                        "turn_id": turn, "language": language})
+            self._set_state("thinking")
+            reply = await self._reply(text, language, turn, timing)
+            self._history += [Message("user", text), Message("assistant", reply)]
+            self._history = self._history[-2 * HISTORY_TURNS :]
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed turn must not end the session
+            log.exception("turn %d failed", turn)
+            timing.error = str(exc)
+            self._emit({"type": "error", "message": f"turn failed: {exc}", "turn_id": turn})
+            self._set_state("listening")
+
+    async def _reply(self, text: str, language: str, turn: int, timing: TurnTimings) -> str:
+        chunker = SentenceChunker()
+        spoken: list[str] = []
+
+        async def speak(piece: str) -> None:
+            if not piece.strip() or turn != self.turn_id:
+                return
+            speech = await self._loop.run_in_executor(  # type: ignore[union-attr]
+                self._speech_pool, self._synthesize, piece, language, turn
+            )
+            if turn != self.turn_id:
+                return
+            if not timing.first_audio:
+                timing.first_audio = time.monotonic()
+            spoken.append(piece)
+            with self._lock:
+                self._speech.append(speech)
+
+        try:
+            async for delta in self.stages.responder.respond(self._history, text, language):
+                if not timing.first_token:
+                    timing.first_token = time.monotonic()
+                self._emit({"type": "transcript", "role": "avatar", "text": delta,
+                            "final": False, "delta": True, "turn_id": turn})
+                for piece in chunker.push(delta):
+                    await speak(piece)
+            for piece in chunker.flush():
+                await speak(piece)
+        except DialogueError as exc:
+            timing.error = str(exc)
+            self._emit({"type": "error", "message": str(exc), "turn_id": turn})
+            fallback = self.stages.fallback_lines.get(language) or self.stages.fallback_lines.get("en", "")
+            if fallback:
+                await speak(fallback)
+        reply = " ".join(spoken)
+        timing.reply_text = reply
+        self._emit({"type": "transcript", "role": "avatar", "text": reply, "final": True,
+                    "turn_id": turn})
+        if not spoken:
+            timing.turn_end = time.monotonic()
+            self._finish_turn(timing)
+            self._set_state("listening")
+        return reply
+
+    def _synthesize(self, text: str, language: str, turn: int) -> Speech:
+        synth = self.stages.synthesizer_for(language)
+        speech = synth.synthesize(text, language, turn_id=turn)
+        return self.stages.matcher_for(synth, language).convert(speech)
+
+    def _finish_turn(self, timing: TurnTimings) -> None:
+        if timing.turn_id in self._reported:
+            return
+        self._reported.add(timing.turn_id)
+        self._on_turn(timing)
+        self._emit({"type": "turn", "turn_id": timing.turn_id, "interrupted": timing.interrupted,
+                    **timing.stage_ms()})
+
+    # ------------------------------------------------------------------ frame side
+    def next_frame(self) -> AVFrame:
+        """The frame for the next 40 ms tick: the answer if one is playing, else idle.
+
+        Called by the transport from one render thread at 25 fps.
+        """
+        with self._lock:
+            frame = None
+            while frame is None:
+                if self._frames is None:
+                    while self._speech and self._speech[0].turn_id != self.turn_id:
+                        self._speech.popleft()  # stale: a newer turn began
+                    if not self._speech:
+                        break
+                    speech = self._speech.popleft()
+                    self._frames = self.av.speech_frames(speech)
+                    self._playing_turn = speech.turn_id
+                if self._playing_turn != self.turn_id:
+                    self._frames = None
+                    continue
+                frame = next(self._frames, None)
+                if frame is None:
+                    self._frames = None
+            if frame is not None:
+                self._mark_playing(frame)
+                return frame
+        idle = self.av.idle_frame(self.turn_id)
+        self._mark_idle()
+        return idle
+
+    def _mark_playing(self, frame: AVFrame) -> None:
+        timing = self._timings.get(frame.turn_id)
+        if timing is not None and not timing.first_frame:
+            timing.first_frame = time.monotonic()
+            timing.first_frame_index = frame.index
+            self._speaking_since = timing.first_frame
+            self._call_soon(self._set_state, "speaking", first_frame_index=frame.index)
+
+    def _mark_idle(self) -> None:
+        timing = self._timings.get(self._playing_turn)
+        reply_done = self._reply_task is None or self._reply_task.done()
+        if timing is not None and timing.first_frame and not timing.turn_end and reply_done:
+            timing.turn_end = time.monotonic()
+            self._call_soon(self._finish_turn, timing)
+            self._call_soon(self._set_state, "listening")
+
+    def _call_soon(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(lambda: fn(*args, **kwargs))
+
+    @property
+    def frame_ms(self) -> int:
+        return FRAME_MS

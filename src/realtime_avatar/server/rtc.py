@@ -1,0 +1,210 @@
+"""WebRTC transport (aiortc): mic in, the avatar's paired audio and video out at 25 fps."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
+from typing import Any
+
+import av
+import numpy as np
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from .. import rtc_loopback
+from ..constants import ASR_RATE_HZ, FPS, OUTPUT_RATE_HZ
+from ..frames import AVFrame
+from ..pipeline.session import ConversationSession
+
+log = logging.getLogger(__name__)
+
+VIDEO_CLOCK_HZ = 90_000
+VIDEO_TICKS_PER_FRAME = VIDEO_CLOCK_HZ // FPS
+QUEUE_FRAMES = 3  # frames buffered toward the encoder: enough to absorb jitter, no more
+MIC_SILENCE_TIMEOUT_S = 60.0
+
+rtc_loopback.enable()
+
+
+class _QueueTrack(MediaStreamTrack):
+    """A track whose frames come from the media pump."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=QUEUE_FRAMES)
+
+    async def recv(self) -> Any:
+        if self.readyState != "live":
+            raise MediaStreamError
+        frame = await self.queue.get()
+        if frame is None:
+            self.stop()
+            raise MediaStreamError
+        return frame
+
+    def offer(self, frame: Any) -> None:
+        """Queue a frame; if the consumer lags, drop the oldest so latency never builds up."""
+        if self.queue.full():
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self.queue.get_nowait()
+        self.queue.put_nowait(frame)
+
+
+class RtcSession:
+    """One peer connection: owns the conversation session and the 25 fps media pump."""
+
+    def __init__(
+        self,
+        session: ConversationSession,
+        on_closed: Callable[[RtcSession, str], None],
+    ) -> None:
+        self.session = session
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.video = _QueueTrack("video")
+        self.audio = _QueueTrack("audio")
+        self._on_closed = on_closed
+        self._channel: Any = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._render_pool = ThreadPoolExecutor(1, thread_name_prefix="render")
+        self._closed = False
+        self._last_mic = time.monotonic()
+        self._pending_events: list[dict[str, Any]] = []
+        self.frames_sent = 0
+
+    # ------------------------------------------------------------------ signalling
+    async def answer(self, sdp: str, kind: str) -> RTCSessionDescription:
+        """Take the browser's offer, add our tracks, and return the answer."""
+        pc = self.pc
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "audio":
+                self._tasks.append(asyncio.ensure_future(self._read_mic(track)))
+
+        @pc.on("datachannel")
+        def on_datachannel(channel: Any) -> None:
+            self._channel = channel
+            for event in self._pending_events:
+                self._send(event)
+            self._pending_events.clear()
+
+            @channel.on("message")
+            def on_message(message: Any) -> None:
+                self._on_client_message(message)
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState in ("failed", "closed", "disconnected"):
+                await self.close(f"peer {pc.connectionState}")
+
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
+        pc.addTrack(self.audio)
+        pc.addTrack(self.video)
+        await pc.setLocalDescription(await pc.createAnswer())
+        await self.session.start()
+        self._tasks.append(asyncio.ensure_future(self._pump()))
+        self._tasks.append(asyncio.ensure_future(self._watchdog()))
+        return pc.localDescription
+
+    # ------------------------------------------------------------------ events
+    def emit(self, event: dict[str, Any]) -> None:
+        """Send an event to the page over the data channel (queued until it opens)."""
+        if self._channel is None or self._channel.readyState != "open":
+            if len(self._pending_events) < 200:
+                self._pending_events.append(event)
+            return
+        self._send(event)
+
+    def _send(self, event: dict[str, Any]) -> None:
+        with contextlib.suppress(Exception):
+            self._channel.send(json.dumps(event, ensure_ascii=False))
+
+    def _on_client_message(self, message: Any) -> None:
+        try:
+            data = json.loads(message)
+        except (TypeError, ValueError):
+            return
+        if data.get("type") == "ping":
+            self._send({"type": "pong", "t": data.get("t")})
+
+    # ------------------------------------------------------------------ media
+    async def _read_mic(self, track: MediaStreamTrack) -> None:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=ASR_RATE_HZ)
+        try:
+            while not self._closed:
+                frame = await track.recv()
+                self._last_mic = time.monotonic()
+                for out in resampler.resample(frame):
+                    pcm = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+                    await self.session.push_mic(pcm)
+        except MediaStreamError:
+            pass
+        except Exception:  # noqa: BLE001 - a broken mic ends this session, not the server
+            log.exception("mic reader failed")
+            await self.close("mic error")
+
+    async def _pump(self) -> None:
+        """Produce one paired frame every 40 ms on a steady clock, whatever the turn does."""
+        loop = asyncio.get_running_loop()
+        start = time.monotonic()
+        index = 0
+        audio_pts = 0
+        try:
+            while not self._closed:
+                frame: AVFrame = await loop.run_in_executor(self._render_pool, self.session.next_frame)
+                video = av.VideoFrame.from_ndarray(frame.rgb, format="rgb24")
+                video.pts = index * VIDEO_TICKS_PER_FRAME
+                video.time_base = Fraction(1, VIDEO_CLOCK_HZ)
+                audio = av.AudioFrame.from_ndarray(frame.audio.reshape(1, -1), format="s16", layout="mono")
+                audio.sample_rate = OUTPUT_RATE_HZ
+                audio.pts = audio_pts
+                audio.time_base = Fraction(1, OUTPUT_RATE_HZ)
+                audio_pts += len(frame.audio)
+                self.video.offer(video)
+                self.audio.offer(audio)
+                index += 1
+                self.frames_sent = index
+                # Sleep to the next tick of the steady clock; if rendering fell behind,
+                # catch up by skipping the wait rather than drifting.
+                delay = start + index / FPS - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                elif delay < -1.0:
+                    start = time.monotonic() - index / FPS
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001
+            log.exception("media pump failed")
+            await self.close("render error")
+
+    async def _watchdog(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(2.0)
+            if time.monotonic() - self._last_mic > MIC_SILENCE_TIMEOUT_S:
+                await self.close("mic silent")
+                return
+
+    # ------------------------------------------------------------------ teardown
+    async def close(self, reason: str) -> None:
+        """Tear everything down once: tasks, session, peer connection, threads."""
+        if self._closed:
+            return
+        self._closed = True
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        self.video.offer(None)
+        self.audio.offer(None)
+        await self.session.close()
+        with contextlib.suppress(Exception):
+            await self.pc.close()
+        self._render_pool.shutdown(wait=False, cancel_futures=True)
+        self._on_closed(self, reason)

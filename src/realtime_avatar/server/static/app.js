@@ -1,0 +1,216 @@
+// realtime-avatar page: one WebRTC connection, the mic in, the avatar's video and voice out,
+// events (status, transcript, errors) on a data channel. Plain JS, no build step.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const video = $("avatar-video");
+const audio = $("avatar-audio");
+const statusPill = $("status");
+const micButton = $("mic");
+const transcript = $("transcript");
+const errorBox = $("error");
+const CONNECT_TIMEOUT_MS = 20000;
+const token = new URLSearchParams(location.search).get("token");
+
+let pc = null;
+let micStream = null;
+let channel = null;
+let connected = false;
+let userBubble = null;   // the user's bubble being spoken (partial text)
+let avatarBubbles = {};  // turn_id -> the avatar's bubble
+let connectTimer = null;
+
+function headers(extra = {}) {
+  return token ? { ...extra, Authorization: `Bearer ${token}` } : extra;
+}
+
+function setStatus(state, label) {
+  statusPill.className = `pill ${state}`;
+  statusPill.textContent = label || state;
+  statusPill.dataset.state = state;
+}
+
+function showError(message) {
+  $("error-text").textContent = message;
+  errorBox.hidden = false;
+  setStatus("error");
+  micButton.disabled = false;
+  micButton.setAttribute("aria-pressed", "false");
+}
+
+function clearError() {
+  errorBox.hidden = true;
+}
+
+function bubble(role, text, cls = "") {
+  const li = document.createElement("li");
+  li.className = `${role} ${cls}`.trim();
+  const who = document.createElement("span");
+  who.className = "who";
+  who.textContent = role === "user" ? "You" : $("avatar").value || "Avatar";
+  const body = document.createElement("span");
+  body.className = "text";
+  body.textContent = text;
+  li.append(who, body);
+  transcript.append(li);
+  transcript.scrollTop = transcript.scrollHeight;
+  return li;
+}
+
+function setText(li, text) {
+  li.querySelector(".text").textContent = text;
+  transcript.scrollTop = transcript.scrollHeight;
+}
+
+function onEvent(event) {
+  switch (event.type) {
+    case "status":
+      if (event.state === "listening") setStatus(event.user_speaking ? "listening hearing" : "listening", "listening");
+      else setStatus(event.state);
+      if (event.state === "speaking") video.dataset.firstFrameIndex = event.first_frame_index;
+      break;
+    case "transcript":
+      if (event.role === "user") {
+        if (!userBubble) userBubble = bubble("user", "", "partial");
+        setText(userBubble, event.text);
+        if (event.final) { userBubble.classList.remove("partial"); userBubble = null; }
+      } else {
+        let li = avatarBubbles[event.turn_id];
+        if (!li) li = avatarBubbles[event.turn_id] = bubble("avatar", "");
+        if (event.final) { if (event.text) setText(li, event.text); }
+        else setText(li, li.querySelector(".text").textContent + event.text);
+      }
+      break;
+    case "interrupted": {
+      const li = avatarBubbles[event.turn_id];
+      if (li) li.classList.add("interrupted");
+      break;
+    }
+    case "error":
+      $("error-text").textContent = event.message;
+      errorBox.hidden = false;  // the session goes on: show it, keep the status
+      setTimeout(clearError, 6000);
+      break;
+  }
+}
+
+async function loadOptions() {
+  try {
+    const res = await fetch("/api/v1/options", { headers: headers() });
+    const opts = await res.json();
+    const avatarSel = $("avatar");
+    avatarSel.innerHTML = "";
+    for (const name of opts.avatars.length ? opts.avatars : ["default"]) avatarSel.add(new Option(name, name));
+    const dlg = $("dialogue");
+    dlg.innerHTML = "";
+    for (const name of opts.dialogue) dlg.add(new Option(name, name));
+    dlg.value = opts.default_dialogue;
+    $("language").value = opts.default_language || "auto";
+    setPoster();
+  } catch (err) {
+    showError(`The server did not answer (${err.message}). Is "avatar serve" running?`);
+  }
+}
+
+function setPoster() {
+  video.poster = `/api/v1/avatars/${encodeURIComponent($("avatar").value || "default")}/image`;
+}
+
+function waitForIce(peer) {
+  if (peer.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => { if (peer.iceGatheringState === "complete") { peer.removeEventListener("icegatheringstatechange", done); resolve(); } };
+    peer.addEventListener("icegatheringstatechange", done);
+    setTimeout(resolve, 3000);  // use what we have; the server does not trickle
+  });
+}
+
+async function connect() {
+  clearError();
+  setStatus("connecting");
+  micButton.disabled = true;
+  connectTimer = setTimeout(() => {
+    if (!connected) { hangup(); showError("Could not connect within 20 s. Check the server, then retry."); }
+  }, CONNECT_TIMEOUT_MS);
+  try {
+    micStream = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
+    });
+  } catch (err) {
+    clearTimeout(connectTimer);
+    showError(`Microphone unavailable: ${err.message}. Allow microphone access and retry.`);
+    return;
+  }
+  try {
+    pc = new RTCPeerConnection({ iceServers: [] });
+    for (const track of micStream.getAudioTracks()) pc.addTrack(track, micStream);
+    pc.addTransceiver("video", { direction: "recvonly" });
+    channel = pc.createDataChannel("events");
+    channel.onmessage = (msg) => { try { onEvent(JSON.parse(msg.data)); } catch (e) { console.warn(e); } };
+    pc.ontrack = (ev) => {
+      const stream = ev.streams[0] || new MediaStream([ev.track]);
+      if (ev.track.kind === "video") { video.srcObject = stream; video.play().catch(() => {}); }
+      else { audio.srcObject = stream; audio.play().catch(() => {}); }
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === "connected") {
+        connected = true;
+        clearTimeout(connectTimer);
+        micButton.disabled = false;
+        micButton.setAttribute("aria-pressed", "true");
+        $("hangup").disabled = false;
+        if (statusPill.dataset.state === "connecting") setStatus("listening");
+      } else if (["failed", "disconnected"].includes(pc.connectionState) && connected) {
+        hangup();
+        showError("The connection was lost. Retry to talk again.");
+      }
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    await waitForIce(pc);
+    const res = await fetch("/api/v1/rtc/offer", {
+      method: "POST",
+      headers: headers({ "Content-Type": "application/json" }),
+      body: JSON.stringify({
+        sdp: pc.localDescription.sdp, type: pc.localDescription.type,
+        avatar: $("avatar").value, language: $("language").value, dialogue: $("dialogue").value,
+      }),
+    });
+    const body = await res.json().catch(() => ({}));
+    if (!res.ok) throw new Error(body.error || `server answered ${res.status}`);
+    await pc.setRemoteDescription({ sdp: body.sdp, type: body.type });
+    window.avatarSessionId = body.session_id;
+  } catch (err) {
+    clearTimeout(connectTimer);
+    hangup();
+    showError(err.message);
+  }
+}
+
+function hangup() {
+  connected = false;
+  if (channel) channel.close();
+  if (pc) pc.close();
+  if (micStream) micStream.getTracks().forEach((t) => t.stop());
+  pc = channel = micStream = null;
+  video.srcObject = null;
+  micButton.setAttribute("aria-pressed", "false");
+  micButton.classList.remove("muted");
+  micButton.disabled = false;
+  $("hangup").disabled = true;
+  setStatus("idle", "ready");
+}
+
+micButton.addEventListener("click", () => {
+  if (!pc) { connect(); return; }
+  const track = micStream && micStream.getAudioTracks()[0];
+  if (!track) return;
+  track.enabled = !track.enabled;
+  micButton.classList.toggle("muted", !track.enabled);
+  micButton.title = track.enabled ? "Mute" : "Unmute";
+});
+$("hangup").addEventListener("click", hangup);
+$("retry").addEventListener("click", () => { hangup(); connect(); });
+for (const id of ["avatar", "language", "dialogue"]) {
+  $(id).addEventListener("change", () => { if (id === "avatar") setPoster(); if (pc) { hangup(); connect(); } });
+}
+loadOptions();

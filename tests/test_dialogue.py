@@ -1,0 +1,458 @@
+"""The dialogue stage: the persona responder, a real OpenAI-compatible server, llama.cpp."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from realtime_avatar.dialogue.base import DialogueError, Message
+from realtime_avatar.dialogue.openai_compat import OpenAIResponder
+from realtime_avatar.dialogue.persona import (
+    PersonaResponder,
+    parse_persona,
+    to_first_person,
+    word_deltas,
+)
+from realtime_avatar.dialogue.prompt import ThinkFilter, chat_messages, redact
+from realtime_avatar.dialogue.registry import FALLBACK_LINES, create_responder, fallback_line
+from realtime_avatar.errors import ConfigurationError
+
+from .llm_server import LlamaServer, free_port, llama_server, tiny_gguf  # noqa: F401
+
+PERSONA_PATH = Path(__file__).resolve().parents[1] / "src/realtime_avatar/assets/default/persona.md"
+SECRET_KEY = "sk-test-SECRET-0123456789"
+
+
+@pytest.fixture(scope="module")
+def persona_text() -> str:
+    return PERSONA_PATH.read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def ava(persona_text: str) -> PersonaResponder:
+    return PersonaResponder(persona_text, "Ava")
+
+
+async def _collect(stream: AsyncIterator[str]) -> list[str]:
+    return [delta async for delta in stream]
+
+
+def _reply(responder: object, text: str, language: str = "en") -> list[str]:
+    return asyncio.run(_collect(responder.respond([], text, language)))  # type: ignore[attr-defined]
+
+
+# --- persona responder -------------------------------------------------------------------
+
+
+def test_persona_facts_leave_out_the_style_section(persona_text: str) -> None:
+    facts = parse_persona(persona_text)
+    assert len(facts) == 6
+    assert all(fact.section == "Facts" for fact in facts)
+    assert not any("brief and concrete" in fact.text for fact in facts)
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        ("What is your name?", "I am Ava"),
+        ("who are you", "I am Ava"),
+        ("Hi, what's your name?", "I am Ava"),
+        ("Where do you run?", "CPU"),
+        ("Do you need the internet?", "no cloud service"),
+        ("What languages do you speak?", "English, Spanish and Mandarin"),
+        ("Can I make my own avatar?", "one photo"),
+        ("How do you hear me?", "microphone"),
+        ("Where does your face come from?", "NASA portrait"),
+    ],
+)
+def test_persona_answers_from_the_right_fact(
+    ava: PersonaResponder, question: str, expected: str
+) -> None:
+    reply = "".join(_reply(ava, question))
+    assert expected in reply
+    assert "don't know" not in reply
+
+
+@pytest.mark.parametrize(
+    ("question", "language", "expected"),
+    [
+        ("¿Cómo te llamas?", "es", "Me llamo Ava."),
+        ("¿Dónde funcionas?", "es", "CPU"),
+        ("你叫什么名字？", "zh", "我叫Ava。"),
+        ("你会说什么语言？", "zh", "Mandarin"),
+        # The reply language is the argument's, whatever the question's language.
+        ("What is your name?", "es", "Me llamo Ava."),
+    ],
+)
+def test_persona_answers_spanish_and_mandarin_questions(
+    ava: PersonaResponder, question: str, language: str, expected: str
+) -> None:
+    assert expected in ava.reply(question, language)
+
+
+@pytest.mark.parametrize(
+    ("question", "language"),
+    [
+        ("What is the capital of Peru?", "en"),
+        ("Where is Peru?", "en"),
+        ("Can you make me a coffee?", "en"),
+        ("How old are you?", "en"),
+        ("What's the weather like today?", "en"),
+        ("¿Cuál es la capital de Perú?", "es"),
+        ("秘鲁的首都是什么？", "zh"),
+    ],
+)
+def test_persona_says_it_does_not_know(ava: PersonaResponder, question: str, language: str) -> None:
+    reply = ava.reply(question, language)
+    honest = {"en": "don't know", "es": "no lo sé", "zh": "不知道"}[language]
+    assert honest in reply
+    for fact in ava.facts:  # never an unrelated fact
+        assert fact.text not in reply
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "expected"),
+    [
+        ("Hello!", "en", "Ava"),
+        ("How are you?", "en", "doing great"),
+        ("Thank you so much", "en", "welcome"),
+        ("Goodbye", "en", "Goodbye"),
+        ("What can you do?", "en", "answer questions"),
+        ("Tell me a joke", "en", "?"),
+        ("¡Hola!", "es", "Soy Ava"),
+        ("¿Cómo estás?", "es", "Muy bien"),
+        ("Muchas gracias", "es", "De nada"),
+        ("Adiós", "es", "Adiós"),
+        ("¿Qué puedes hacer?", "es", "Puedo conversar"),
+        ("Cuéntame un chiste", "es", "?"),
+        ("你好", "zh", "我是Ava"),
+        ("你好吗？", "zh", "我很好"),
+        ("谢谢", "zh", "不客气"),
+        ("再见", "zh", "再见"),
+        ("你能做什么？", "zh", "聊天"),
+        ("讲个笑话", "zh", "？"),
+    ],
+)
+def test_persona_small_talk(ava: PersonaResponder, text: str, language: str, expected: str) -> None:
+    reply = ava.reply(text, language)
+    assert expected in reply
+    assert len(reply) < 160  # one or two sentences
+
+
+def test_persona_streams_word_deltas_at_once(ava: PersonaResponder) -> None:
+    async def first_and_rest() -> tuple[float, list[str]]:
+        started = time.perf_counter()
+        stream = ava.respond(
+            [Message("user", "hi"), Message("assistant", "Hi!")], "Where do you run?", "en"
+        )
+        first = await anext(stream)
+        first_s = time.perf_counter() - started
+        return first_s, [first, *[delta async for delta in stream]]
+
+    first_s, deltas = asyncio.run(first_and_rest())
+    assert first_s < 0.05  # measured ~0.1 ms: no model, no artificial delay
+    assert len(deltas) >= 8
+    assert "".join(deltas) == ava.reply("Where do you run?", "en")
+    assert all(len(delta.strip()) <= 12 for delta in deltas)  # word-sized
+
+
+def test_word_deltas_join_back_exactly() -> None:
+    for text in ["I run on your CPU, with no cloud.", "我叫Ava。你好吗？", "¡Hola! ¿Qué tal?", ""]:
+        deltas = word_deltas(text)
+        assert "".join(deltas) == text
+    assert word_deltas("我很好，谢谢关心！") == ["我很", "好，", "谢谢", "关心！"]
+
+
+def test_first_person_rephrasing() -> None:
+    assert (
+        to_first_person("Ava speaks English and Spanish.", "Ava") == "I speak English and Spanish."
+    )
+    assert to_first_person("She is a digital twin.", "Ava") == "I am a digital twin."
+    assert to_first_person("Her voice is warm.", "Ava") == "My voice is warm."
+    assert to_first_person("I run on a CPU.", "Ava") == "I run on a CPU."
+
+
+def test_third_person_and_chinese_personas() -> None:
+    third = PersonaResponder("# Bob\n- Bob lives in Lisbon.\n- He loves sailing.\n", "Bob")
+    assert third.reply("Where do you live?", "en") == "I live in Lisbon."
+    chinese = PersonaResponder("## 事实\n- 我叫小明，是一个数字人。\n- 我喜欢喝茶。\n", "小明")
+    assert "茶" in chinese.reply("你喜欢喝什么？", "zh")
+    assert "不知道" in chinese.reply("秘鲁的首都是什么？", "zh")
+
+
+def test_persona_without_facts_is_honest() -> None:
+    empty = PersonaResponder("", "Zed")
+    assert "don't know" in empty.reply("Where do you run?", "en")
+    assert "Zed" in empty.reply("hello", "en")
+
+
+# --- shared prompt pieces and the registry -------------------------------------------------
+
+
+def test_chat_messages_carry_persona_history_and_language() -> None:
+    history = [Message("user", "hola"), Message("assistant", "¡Hola!")]
+    messages = chat_messages("You are Ava.", history, "¿Qué tal?", "es")
+    assert messages[0]["role"] == "system"
+    assert "You are Ava." in messages[0]["content"] and "Spanish" in messages[0]["content"]
+    assert [m["role"] for m in messages[1:]] == ["user", "assistant", "user"]
+    assert messages[-1]["content"] == "¿Qué tal?"
+    long_history = [Message("user", str(i)) for i in range(40)]
+    assert len(chat_messages("", long_history, "x", "en", max_history=4)) == 6
+
+
+def test_think_filter_drops_reasoning_split_across_deltas() -> None:
+    spoken = ThinkFilter()
+    pieces = ["<thi", "nk>plan the ", "answer</th", "ink>Hello", " there <", "3"]
+    out = "".join(spoken.feed(piece) for piece in pieces) + spoken.flush()
+    assert out == "Hello there <3"
+
+
+def test_redact_masks_keys() -> None:
+    message = redact(
+        f"failed with Authorization: Bearer {SECRET_KEY} and key {SECRET_KEY}", SECRET_KEY
+    )
+    assert SECRET_KEY not in message
+
+
+def test_registry_names_and_errors(persona_text: str, tmp_path: Path) -> None:
+    settings = SimpleNamespace()
+    assert isinstance(create_responder("persona", settings, persona_text, "Ava"), PersonaResponder)
+    with pytest.raises(ConfigurationError, match="persona, openai, llama-cpp"):
+        create_responder("gpt-5", settings, persona_text, "Ava")
+    with pytest.raises(ConfigurationError, match="AVATAR_LLAMA_MODEL_PATH"):
+        create_responder("llama-cpp", settings, persona_text, "Ava")
+    missing = SimpleNamespace(llama_model_path=tmp_path / "nope.gguf")
+    with pytest.raises(ConfigurationError, match="nope.gguf"):
+        create_responder("llama_cpp", missing, persona_text, "Ava")
+    local = SimpleNamespace(llm_base_url="http://127.0.0.1:11434/v1", llm_model="qwen2.5:0.5b")
+    responder = create_responder("openai", local, persona_text, "Ava")
+    assert isinstance(responder, OpenAIResponder)
+    assert "Ava" in responder.system_prompt and "NASA" in responder.system_prompt
+    with pytest.raises(ConfigurationError, match="http"):
+        create_responder("openai", SimpleNamespace(llm_base_url="localhost:11434"), "", "Ava")
+
+
+def test_registry_wants_a_key_for_hosted_apis(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ConfigurationError, match="AVATAR_LLM_API_KEY"):
+        create_responder("openai", SimpleNamespace(), "", "Ava")
+    responder = create_responder("openai", SimpleNamespace(llm_api_key=SECRET_KEY), "", "Ava")
+    assert SECRET_KEY not in repr(responder)
+
+
+def test_fallback_lines() -> None:
+    assert set(FALLBACK_LINES) == {"en", "es", "zh"}
+    assert fallback_line("en") == "Sorry, I lost my train of thought. Could you say that again?"
+    assert fallback_line("zh-CN") == FALLBACK_LINES["zh"]
+    assert fallback_line("fr") == FALLBACK_LINES["en"]
+
+
+# --- OpenAI-compatible responder: failure modes without a model ---------------------------
+
+
+def test_openai_wrong_port_fails_fast_without_leaking_the_key(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    responder = OpenAIResponder(url, "tiny", api_key=SECRET_KEY, first_token_timeout_s=5.0)
+    started = time.monotonic()
+    with pytest.raises(DialogueError) as error:
+        _reply(responder, "hello")
+    assert time.monotonic() - started < 2.0
+    assert url in str(error.value) and "Cannot reach" in str(error.value)
+    assert SECRET_KEY not in str(error.value)
+    assert SECRET_KEY not in caplog.text
+
+
+@contextlib.asynccontextmanager
+async def _silent_server() -> AsyncIterator[int]:
+    """A TCP server that accepts connections, reads, and never answers."""
+    connections: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        with contextlib.suppress(Exception):
+            while await reader.read(65536):
+                pass
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        for writer in connections:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+def test_openai_first_token_timeout_on_a_silent_server() -> None:
+    async def scenario() -> float:
+        async with _silent_server() as port:
+            responder = OpenAIResponder(
+                f"http://127.0.0.1:{port}/v1", "tiny", timeout_s=10.0, first_token_timeout_s=0.5
+            )
+            started = time.monotonic()
+            with pytest.raises(DialogueError, match="first-token"):
+                await _collect(responder.respond([], "hello", "en"))
+            await responder.aclose()
+            return time.monotonic() - started
+
+    elapsed = asyncio.run(scenario())
+    assert 0.45 <= elapsed < 2.0
+
+
+# --- OpenAI-compatible responder against a real llama.cpp server --------------------------
+
+
+def _server_responder(server: LlamaServer, **options: float) -> OpenAIResponder:
+    return OpenAIResponder(
+        server.base_url,
+        server.model_id,
+        system_prompt="You are Ava.",
+        max_tokens=int(options.pop("max_tokens", 24)),
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def test_openai_streams_from_a_real_llama_cpp_server(llama_server: LlamaServer) -> None:  # noqa: F811
+    responder = _server_responder(llama_server)
+
+    async def scenario() -> tuple[float, list[str]]:
+        started = time.monotonic()
+        stream = responder.respond(
+            [Message("user", "hi"), Message("assistant", "Hello!")], "Who are you?", "en"
+        )
+        first = await anext(stream)
+        first_s = time.monotonic() - started
+        deltas = [first, *[delta async for delta in stream]]
+        await responder.aclose()
+        return first_s, deltas
+
+    first_s, deltas = asyncio.run(scenario())
+    logging.getLogger(__name__).info("llama.cpp server first token after %.0f ms", first_s * 1000)
+    assert len(deltas) >= 3
+    assert "".join(deltas).strip()
+    assert first_s < 5.0
+
+
+def test_openai_http_error_names_url_and_status(llama_server: LlamaServer) -> None:  # noqa: F811
+    # The server answers 404 under a path that is not an OpenAI API root.
+    base = llama_server.base_url.removesuffix("/v1") + "/no-such-api"
+    responder = OpenAIResponder(base, "tiny", api_key=SECRET_KEY)
+    with pytest.raises(DialogueError) as error:
+        _reply(responder, "hello")
+    assert "HTTP 404" in str(error.value) and base in str(error.value)
+    assert SECRET_KEY not in str(error.value)
+
+
+def test_openai_server_killed_mid_session(tiny_gguf: Path, tmp_path: Path) -> None:  # noqa: F811
+    pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] is not installed")
+    server = LlamaServer(tiny_gguf, tmp_path / "server.log").start()
+    try:
+        responder = _server_responder(server, max_tokens=1500)
+
+        async def scenario() -> tuple[str, float]:
+            # A reply is under way when the server dies.
+            stream = responder.respond([], "Tell me a long story.", "en")
+            await anext(stream)
+            server.stop()
+            outcome = "completed"
+            try:
+                async for _ in stream:
+                    pass
+            except DialogueError as error:
+                outcome = str(error)
+            # The next turn fails fast: nothing listens on the port any more.
+            started = time.monotonic()
+            with pytest.raises(DialogueError, match="Cannot reach"):
+                await _collect(responder.respond([], "Are you there?", "en"))
+            return outcome, time.monotonic() - started
+
+        outcome, next_turn_s = asyncio.run(scenario())
+    finally:
+        server.stop()
+    assert "broke mid-reply" in outcome
+    assert next_turn_s < 2.0
+
+
+# --- llama.cpp in-process ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local_responder(tiny_gguf: Path):  # type: ignore[no-untyped-def]  # noqa: F811
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (see STACK.md)")
+    from realtime_avatar.dialogue.llama_local import LlamaCppResponder
+
+    responder = LlamaCppResponder(
+        tiny_gguf, n_ctx=2048, n_threads=1, system_prompt="You are Ava.", max_tokens=24
+    )
+    responder.load()
+    return responder
+
+
+def test_llama_cpp_streams_in_process(local_responder) -> None:  # type: ignore[no-untyped-def]
+    deltas = _reply(local_responder, "Who are you?")
+    assert len(deltas) >= 3
+    assert "".join(deltas).strip()
+    local_responder.close()
+
+
+def test_llama_cpp_stops_when_the_consumer_stops(local_responder) -> None:  # type: ignore[no-untyped-def]
+    local_responder.max_tokens = 1500
+
+    async def scenario() -> None:
+        stream = local_responder.respond([], "Tell me a long story.", "en")
+        await anext(stream)
+        await anext(stream)
+        await stream.aclose()  # the consumer stops listening (a barge-in)
+
+    try:
+        asyncio.run(scenario())
+        started = time.monotonic()
+        local_responder.close(timeout_s=2.0)  # joins the worker
+        assert time.monotonic() - started < 1.0
+        assert not any(t.name == "llama-generate" and t.is_alive() for t in threading.enumerate())
+    finally:
+        local_responder.max_tokens = 24
+    # The model is free again for the next turn.
+    assert "".join(_reply(local_responder, "Hello?")).strip()
+
+
+def test_llama_cpp_cancelled_task_stops_generation(local_responder) -> None:  # type: ignore[no-untyped-def]
+    local_responder.max_tokens = 1500
+
+    async def scenario() -> None:
+        got_one = asyncio.Event()
+
+        async def consume() -> None:
+            async for _ in local_responder.respond([], "Tell me a long story.", "en"):
+                got_one.set()
+
+        task = asyncio.create_task(consume())
+        await got_one.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(scenario())
+        local_responder.close(timeout_s=2.0)
+        assert not any(t.name == "llama-generate" and t.is_alive() for t in threading.enumerate())
+    finally:
+        local_responder.max_tokens = 24
+
+
+def test_llama_cpp_missing_file(tmp_path: Path) -> None:
+    from realtime_avatar.dialogue.llama_local import LlamaCppResponder
+
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        LlamaCppResponder(tmp_path / "missing.gguf", n_ctx=512)

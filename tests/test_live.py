@@ -1,0 +1,134 @@
+"""The live conversation through the real server with a real WebRTC client (aiortc).
+
+A question spoken by Piper goes in as the client's microphone; the test checks what a
+person would notice: the words were heard, the avatar answered in sound and with a moving
+mouth, the video ran at 25 fps, and talking over the avatar stopped it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from realtime_avatar.evaluate.rtc_client import MIC_RATE_HZ, AvatarCall, Clip
+from realtime_avatar.media.audio import resample
+from realtime_avatar.tts.registry import get_synthesizer
+
+from .live_server import running_server
+
+BARGE_IN_BUDGET_S = 0.3
+
+
+def spoken(text: str, language: str = "en") -> np.ndarray:
+    """Speech for the client's microphone (48 kHz) with a little silence after it."""
+    speech = get_synthesizer(language).synthesize(text, language)
+    pcm = resample(speech.pcm, speech.sample_rate_hz, MIC_RATE_HZ) * 0.8
+    return np.concatenate([pcm, np.zeros(int(0.3 * MIC_RATE_HZ), np.float32)])
+
+
+@pytest.fixture(scope="module")
+def server(data_dir: Path) -> Iterator[str]:
+    with running_server(data_dir) as base:
+        yield base
+
+
+def _is(kind: str, **fields: object):  # type: ignore[no-untyped-def]
+    return lambda e: e.get("type") == kind and all(e.get(k) == v for k, v in fields.items())
+
+
+def test_conversation_answers_and_barge_in(server: str) -> None:
+    asyncio.run(_conversation(server))
+
+
+async def _conversation(server: str) -> None:
+    call = AvatarCall(server, [Clip(spoken("What is your name?"), at_s=1.5)])
+    await call.start()
+    try:
+        heard = await call.wait_for_event(_is("transcript", role="user", final=True), 30)
+        assert "name" in heard["text"].lower(), heard
+        await call.wait_for_event(_is("status", state="speaking"), 30)
+        first_turn = await call.wait_for_event(_is("turn", turn_id=heard["turn_id"]), 30)
+        assert not first_turn["interrupted"]
+        answer = call.record.texts("avatar")[0]
+        assert "ava" in answer.lower(), answer
+
+        # Second question, talked over mid-answer by a third.
+        await asyncio.sleep(0.5)
+        assert call.mic is not None
+        call.mic.say_now(spoken("Tell me about yourself and what you can do."))
+        second = await call.wait_for_event(
+            lambda e: e.get("type") == "status" and e.get("state") == "speaking"
+            and e.get("turn_id", 0) > heard["turn_id"], 30)
+        await asyncio.sleep(0.6)
+        interrupting = call.mic.say_now(spoken("Stop. Do you speak Spanish?"))
+        await call.wait_for_event(_is("interrupted", turn_id=second["turn_id"]), 10)
+        await call.wait_for_event(
+            lambda e: e.get("type") == "transcript" and e.get("role") == "user"
+            and e.get("final") and "spanish" in e.get("text", "").lower(), 30)
+        await asyncio.sleep(0.5)
+    finally:
+        await call.close()
+
+    record = call.record
+    # Video: a steady 25 fps from the first second.
+    assert record.fps(since_s=1.0) >= 24.0, record.fps(since_s=1.0)
+    # The mouth was still while the avatar listened, and moved while it answered.
+    question_end = call.clips[0].speech_end_s
+    assert question_end > 0
+    listening = [m for t, m in record.video if record.connected_at + 0.5 < t < question_end]
+    speaking = [m for t, m in record.video if question_end < t < question_end + 6]
+    assert max(speaking) > np.percentile(listening, 95) + 60, (max(speaking), max(listening))
+    # The answer was heard: audible audio after the question, none before it.
+    assert record.first_answer_audio(question_end) is not None
+    assert max(r for t, r in record.audio if t < question_end) < 0.01
+    # Barge-in: the old answer's mouth stopped within the budget after the user spoke.
+    onset = interrupting.speech_start_s
+    last = record.last_mouth_motion(onset - 0.5, onset + 1.2)
+    assert last is not None, "the avatar was not talking when interrupted"
+    assert last - onset <= BARGE_IN_BUDGET_S, f"mouth moved {1000 * (last - onset):.0f} ms after"
+
+
+def test_turns_are_recorded_and_exported(server: str) -> None:
+    call = AvatarCall(server, [Clip(spoken("Where do you run?"), at_s=1.0)])
+
+    async def talk() -> None:
+        await call.start()
+        try:
+            await call.wait_for_event(lambda e: e.get("type") == "turn", 40)
+        finally:
+            await call.close()
+
+    asyncio.run(talk())
+    turns = httpx.get(f"{server}/api/v1/sessions/{call.record.session_id}/turns").json()["turns"]
+    assert turns and "run" in turns[0]["user_text"].lower()
+    assert turns[0]["reply_text"]
+    for stage in ("asr_final_ms", "first_token_ms", "first_audio_ms", "first_frame_ms"):
+        assert turns[0][stage] is not None and turns[0][stage] > 0, (stage, turns[0])
+    metrics = httpx.get(f"{server}/metrics").text
+    assert 'avatar_turn_stage_seconds_count{stage="first_frame"}' in metrics
+
+
+def test_busy_and_bad_offers(server: str) -> None:
+    async def fill() -> None:
+        calls = [AvatarCall(server, [], measure_mouth=False) for _ in range(2)]
+        for c in calls:
+            await c.start()
+        try:
+            third = AvatarCall(server, [], measure_mouth=False)
+            with pytest.raises(RuntimeError, match="503.*busy"):
+                await third.start()
+        finally:
+            for c in calls:
+                await c.close()
+
+    asyncio.run(fill())
+    bad = httpx.post(f"{server}/api/v1/rtc/offer", json={"sdp": "nonsense", "type": "offer"})
+    assert bad.status_code in (400, 503) and "error" in bad.json()
+    assert httpx.post(f"{server}/api/v1/rtc/offer", json={"type": "offer"}).status_code == 422
+    health = httpx.get(f"{server}/health").json()
+    assert health["status"] == "ok"
