@@ -2,7 +2,9 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMPS := .stamps
-APT_PACKAGES := ffmpeg espeak-ng
+APT_PACKAGES := ffmpeg espeak-ng chromium
+# llama.cpp built for any x86-64 with AVX2: native builds crash on some CPUs (AMX).
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: serve test lint deps clean
@@ -10,14 +12,14 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 serve: $(STAMPS)/venv
 	$(VENV)/bin/avatar serve
 
-test: $(STAMPS)/venv
+test: $(STAMPS)/dev
 	HF_HUB_OFFLINE=1 ORT_DISABLE_TELEMETRY=1 $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMPS)/venv
+lint: $(STAMPS)/dev
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy src/realtime_avatar
 
-deps: $(STAMPS)/venv
+deps: $(STAMPS)/dev
 
 $(STAMPS)/apt:
 	@mkdir -p $(STAMPS)
@@ -28,14 +30,20 @@ $(STAMPS)/apt:
 	fi
 	@touch $@
 
-# torch first and pinned (a bare requirement pulls a CUDA build), then everything under the
-# verified constraints; webrtcvad-wheels replaces webrtcvad, whose import needs pkg_resources.
+# The runtime: everything `avatar serve` and `avatar say` need, under the verified pins.
 $(STAMPS)/venv: $(STAMPS)/apt pyproject.toml constraints.txt
 	@mkdir -p $(STAMPS)
 	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q "pip>=24,<26"
+	$(VENV)/bin/python -m pip install -q -c constraints.txt -e .
+	@touch $@
+
+# Tests add the evaluation instruments (torch pinned first: a bare requirement pulls a CUDA
+# build), llama.cpp's server (built from source, ~8 min once) and the linters;
+# webrtcvad-wheels replaces webrtcvad, whose import needs pkg_resources.
+$(STAMPS)/dev: $(STAMPS)/venv
 	$(VENV)/bin/python -m pip install -q torch==2.13.0
-	$(VENV)/bin/python -m pip install -q -c constraints.txt -e ".[eval,dev]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(VENV)/bin/python -m pip install -q -c constraints.txt -e ".[eval,dev]"
 	$(VENV)/bin/python -m pip install -q --force-reinstall --no-deps webrtcvad-wheels==2.0.14.post1
 	@touch $@
 

@@ -264,7 +264,7 @@ def main() -> None:
             {
                 "target": name,
                 "target_median_f0_hz": round(profile.median_f0_hz, 1),
-                "f0_ratio": round(float(np.exp(matcher._f0_mean_shift)), 3),
+                "f0_ratio": round(matcher.f0_ratio, 3),
                 "warp": round(matcher.warp_factor, 3),
                 "sim_raw": round(float(np.mean(sim_raw)), 3),
                 "sim_matched": round(float(np.mean(sim_matched)), 3),

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import re
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -46,7 +49,16 @@ async def _collect(stream: AsyncIterator[str]) -> list[str]:
 
 
 def _reply(responder: object, text: str, language: str = "en") -> list[str]:
-    return asyncio.run(_collect(responder.respond([], text, language)))  # type: ignore[attr-defined]
+    """The deltas of one reply, in a fresh event loop (closing the responder's connections)."""
+
+    async def scenario() -> list[str]:
+        try:
+            return await _collect(responder.respond([], text, language))  # type: ignore[attr-defined]
+        finally:
+            if isinstance(responder, OpenAIResponder):
+                await responder.aclose()
+
+    return asyncio.run(scenario())
 
 
 # --- persona responder -------------------------------------------------------------------
@@ -310,6 +322,123 @@ def test_openai_first_token_timeout_on_a_silent_server() -> None:
     assert 0.45 <= elapsed < 2.0
 
 
+def _chunk_json(content: str) -> str:
+    """One ``chat.completion.chunk`` as an OpenAI-compatible server streams it."""
+    delta = {"index": 0, "delta": {"content": content}, "finish_reason": None}
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+    return json.dumps({**chunk, "choices": [delta]})
+
+
+@contextlib.asynccontextmanager
+async def _stalling_stream_server() -> AsyncIterator[int]:
+    """An HTTP server that starts a streamed reply with one token, then goes quiet."""
+    event = f"data: {_chunk_json('Hello')}\n\n".encode()
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(head + f"{len(event):x}\r\n".encode() + event + b"\r\n")
+        await writer.drain()
+        await asyncio.sleep(30)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        for writer in writers:
+            writer.close()
+        server.close()
+
+
+def test_openai_total_timeout_after_the_first_token() -> None:
+    async def scenario() -> tuple[list[str], str, float]:
+        async with _stalling_stream_server() as port:
+            responder = OpenAIResponder(
+                f"http://127.0.0.1:{port}/v1", "m", timeout_s=1.0, first_token_timeout_s=0.5
+            )
+            deltas: list[str] = []
+            started = time.monotonic()
+            with pytest.raises(DialogueError) as error:
+                async for delta in responder.respond([], "hello", "en"):
+                    deltas.append(delta)
+            elapsed = time.monotonic() - started
+            await responder.aclose()
+            return deltas, str(error.value), elapsed
+
+    deltas, message, elapsed = asyncio.run(scenario())
+    assert deltas == ["Hello"]
+    assert "took longer than 1 s" in message
+    assert 0.9 <= elapsed < 2.5
+
+
+@contextlib.asynccontextmanager
+async def _reasoning_api_server(requests: list[dict]) -> AsyncIterator[int]:
+    """An endpoint that, like OpenAI's reasoning models, refuses ``max_tokens`` with a 400."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        length = int(re.search(r"(?i)content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
+        body = json.loads(await reader.readexactly(length))
+        requests.append(body)
+        if "max_tokens" in body:
+            error = json.dumps(
+                {
+                    "error": {
+                        "message": "Unsupported parameter: 'max_tokens' is not supported with "
+                        "this model. Use 'max_completion_tokens' instead.",
+                        "type": "invalid_request_error",
+                        "param": "max_tokens",
+                        "code": "unsupported_parameter",
+                    }
+                }
+            ).encode()
+            writer.write(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(error)}\r\nConnection: close\r\n\r\n".encode()
+                + error
+            )
+        else:
+            events = "".join(f"data: {_chunk_json(word)}\n\n" for word in ("Hello", " there", "!"))
+            events += "data: [DONE]\n\n"
+            payload = events.encode()
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                + f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
+                + payload
+            )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_openai_retries_once_with_max_completion_tokens() -> None:
+    requests: list[dict] = []
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        async with _reasoning_api_server(requests) as port:
+            responder = OpenAIResponder(f"http://127.0.0.1:{port}/v1", "o-model", max_tokens=50)
+            first = await _collect(responder.respond([], "hi", "en"))
+            second = await _collect(responder.respond([], "hi again", "en"))
+            await responder.aclose()
+            return first, second
+
+    first, second = asyncio.run(scenario())
+    assert "".join(first) == "".join(second) == "Hello there!"
+    # Refused once, then remembered: max_completion_tokens and no temperature.
+    assert ["max_tokens" in r for r in requests] == [True, False, False]
+    assert requests[1]["max_completion_tokens"] == 50 and "temperature" not in requests[1]
+
+
 # --- OpenAI-compatible responder against a real llama.cpp server --------------------------
 
 
@@ -344,6 +473,20 @@ def test_openai_streams_from_a_real_llama_cpp_server(llama_server: LlamaServer) 
     assert first_s < 5.0
 
 
+def test_openai_consumer_can_stop_listening(llama_server: LlamaServer) -> None:  # noqa: F811
+    responder = _server_responder(llama_server, max_tokens=500)
+
+    async def scenario() -> list[str]:
+        stream = responder.respond([], "Tell me a long story.", "en")
+        await anext(stream)
+        await stream.aclose()  # a barge-in: the stream is closed, the server stops
+        deltas = await _collect(responder.respond([], "And now?", "en"))
+        await responder.aclose()
+        return deltas
+
+    assert "".join(asyncio.run(scenario())).strip()
+
+
 def test_openai_http_error_names_url_and_status(llama_server: LlamaServer) -> None:  # noqa: F811
     # The server answers 404 under a path that is not an OpenAI API root.
     base = llama_server.base_url.removesuffix("/v1") + "/no-such-api"
@@ -375,6 +518,7 @@ def test_openai_server_killed_mid_session(tiny_gguf: Path, tmp_path: Path) -> No
             started = time.monotonic()
             with pytest.raises(DialogueError, match="Cannot reach"):
                 await _collect(responder.respond([], "Are you there?", "en"))
+            await responder.aclose()
             return outcome, time.monotonic() - started
 
         outcome, next_turn_s = asyncio.run(scenario())
@@ -449,6 +593,18 @@ def test_llama_cpp_cancelled_task_stops_generation(local_responder) -> None:  # 
         assert not any(t.name == "llama-generate" and t.is_alive() for t in threading.enumerate())
     finally:
         local_responder.max_tokens = 24
+
+
+def test_llama_cpp_not_installed_says_how_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from realtime_avatar.dialogue.llama_local import LlamaCppResponder
+
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF")
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as if the package were absent
+    with pytest.raises(ConfigurationError, match=r"pip install llama-cpp-python==0\.3\.36"):
+        LlamaCppResponder(model)
 
 
 def test_llama_cpp_missing_file(tmp_path: Path) -> None:

@@ -53,12 +53,19 @@ class Settings(BaseSettings):
     vad_min_silence_ms: int = 300
     language: str = "auto"
     dialogue: str = "persona"
-    openai_base_url: str = "http://127.0.0.1:8080/v1"
-    openai_model: str = "gpt-4o-mini"
-    openai_api_key: str | None = None
-    openai_system_prompt: str | None = None
-    openai_timeout_s: float = 20.0
+    # OpenAI-compatible endpoint (OpenAI, Gemini, Ollama, vLLM, llama.cpp server).
+    llm_base_url: str = "https://api.openai.com/v1"
+    llm_model: str = "gpt-4o-mini"
+    llm_api_key: str | None = None
+    llm_timeout_s: float = 30.0
+    llm_first_token_timeout_s: float = 8.0
+    llm_max_tokens: int = 160
+    llm_temperature: float = 0.7
+    # A local GGUF model run in-process by llama-cpp-python.
     llama_model_path: Path | None = None
+    llama_n_ctx: int = 2048
+    llama_n_threads: int = 1
+    llama_chat_format: str | None = None
 
     @classmethod
     def settings_customise_sources(

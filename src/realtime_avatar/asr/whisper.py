@@ -8,10 +8,11 @@ Why decoding looks the way it does:
 
 - **Short encoder context.** Whisper pads every input to 30 s, and the encoder's cost is
   that of 30 s whatever was said: ~0.6 s for tiny, ~1.2 s for base on one thread. The
-  CTranslate2 encoder accepts fewer frames, so an utterance of a few seconds is encoded
-  with its own length plus a margin (at least 5 s): 5-10x less work, same text on clean
-  speech. If the result looks broken (repetition, very low confidence) it is decoded again
-  with the full 30 s context.
+  CTranslate2 encoder accepts fewer frames, so an utterance is encoded with its own length
+  plus 1 s (at least 10 s): 4-10x less work, the same text on clean speech. Below ~7 s of
+  context Whisper starts to repeat itself ("Yes. Yes. Yes."), hence the floor. If a result
+  still looks broken (a repeated phrase, very low confidence) it is decoded again with the
+  full 30 s context.
 - **One encoder pass.** Language detection and decoding share the encoder output (the
   stock ``transcribe`` encodes twice when it detects).
 - **A final ready at end of speech.** An utterance re-decodes its audio as it grows to give
@@ -52,7 +53,7 @@ DEFAULT_DETECT_LANGUAGES = ("en", "es", "zh")
 
 _HOP_SAMPLES = 160  # Whisper's mel hop: 100 feature frames per second
 _FULL_CONTEXT_FRAMES = 3000  # the 30 s window Whisper was trained on
-_MIN_CONTEXT_FRAMES = 500  # shorter contexts start to cost accuracy
+_MIN_CONTEXT_FRAMES = 1000  # 10 s: at 5 s tiny and base sometimes loop on short phrases
 _CONTEXT_MARGIN_FRAMES = 100  # 1 s of padding after the audio, as Whisper always saw some
 _MAX_WINDOW_SAMPLES = 30 * ASR_RATE_HZ
 _MAX_TEXT_TOKENS = 448  # Whisper's decoder length, prompt included
@@ -150,6 +151,26 @@ class Decoded:
     seconds: float  # wall time it took
     context_frames: int  # encoder frames used (3000 = the full 30 s window)
     no_speech: bool = False
+
+
+def _ends_in_a_loop(tokens: list[int]) -> bool:
+    """Whether the tokens end with a phrase said over and over: Whisper's failure mode.
+
+    A unit of three or more tokens twice in a row counts ("Turn left at the bakery. Turn
+    left at the bakery."), a shorter one only three times ("Yes. Yes. Yes."), since "No,
+    no." is something people say.
+    """
+    count = len(tokens)
+    for unit in range(1, count // 2 + 1):
+        repeats = 2 if unit >= 3 else 3
+        if unit * repeats > count:
+            continue
+        tail = tokens[count - unit :]
+        if all(
+            tokens[count - unit * k : count - unit * (k - 1)] == tail for k in range(2, repeats + 1)
+        ):
+            return True
+    return False
 
 
 def _compression_ratio(text: str) -> float:
@@ -315,7 +336,7 @@ class WhisperRecognizer:
             tokenizer, suppressed = self._tokenizer(chosen)
             prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
             # Bound the output by the audio's length: a runaway repetition costs little.
-            budget = 16 + int(20 * len(audio) / ASR_RATE_HZ)
+            budget = 16 + int(16 * len(audio) / ASR_RATE_HZ)
             result = self._model.model.generate(
                 encoder_output,
                 [prompt],
@@ -331,7 +352,9 @@ class WhisperRecognizer:
             text = tokenizer.decode(tokens).strip()
             silent = result.no_speech_prob > _NO_SPEECH_LIMIT and avg_logprob < _LOG_PROB_LIMIT
             failed = (
-                _compression_ratio(text) > _COMPRESSION_RATIO_LIMIT or avg_logprob < _LOG_PROB_LIMIT
+                _compression_ratio(text) > _COMPRESSION_RATIO_LIMIT
+                or avg_logprob < _LOG_PROB_LIMIT
+                or _ends_in_a_loop(tokens)
             )
             if silent or not failed or context_frames == attempts[-1]:
                 break

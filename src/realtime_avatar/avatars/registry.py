@@ -61,6 +61,15 @@ class Avatar:
     def voice_path(self) -> Path:
         return self.path / "voice.wav"
 
+    @property
+    def display_name(self) -> str:
+        """What the avatar calls itself: the persona's title ("# Ava, the demo" -> Ava)."""
+        for line in self.persona.splitlines():
+            match = re.match(r"^#\s+([^,:(\-–—]+)", line.strip())
+            if match and match.group(1).strip():
+                return match.group(1).strip()
+        return self.name.replace("-", " ").replace("_", " ").title()
+
 
 def validate_name(name: str) -> str:
     """Lower-case letters, digits, '-' and '_', 1-40 characters; nothing that leaves the folder."""

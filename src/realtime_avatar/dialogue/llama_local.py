@@ -143,7 +143,12 @@ class LlamaCppResponder:
         messages = chat_messages(
             self.system_prompt, history, text, language, self.max_history_messages
         )
-        model = await asyncio.to_thread(self._model)
+        try:
+            model = await asyncio.to_thread(self._model)
+        except ConfigurationError as error:
+            # The session expects DialogueError from respond(); the cause stays in the log.
+            _LOGGER.error("%s", error.message)
+            raise DialogueError(error.message) from error
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         stop = threading.Event()

@@ -72,6 +72,7 @@ class OpenAIResponder:
         self.temperature = temperature
         self.max_history_messages = max_history_messages
         self._api_key = api_key or None
+        self._reasoning_api = False  # the endpoint wants max_completion_tokens, no temperature
         self._client: AsyncOpenAI | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         # What error messages name: the endpoint, never the key.
@@ -120,13 +121,7 @@ class OpenAIResponder:
         try:
             try:
                 async with asyncio.timeout_at(first_deadline):
-                    stream = await client.chat.completions.create(
-                        model=self.model,
-                        messages=messages,  # type: ignore[arg-type]
-                        stream=True,
-                        max_tokens=self.max_tokens,
-                        temperature=self.temperature,
-                    )
+                    stream = await self._open_stream(client, messages)
                 waited_s = loop.time() - started
                 chunks = stream.__aiter__()
                 while True:
@@ -190,6 +185,37 @@ class OpenAIResponder:
                 # Closing the response stops the server's generation of a reply nobody
                 # will hear (a consumer that stopped, a barge-in that cancelled us).
                 await _close_quietly(stream)
+
+    async def _open_stream(self, client: AsyncOpenAI, messages: list[dict[str, str]]) -> Any:
+        """Start the streamed completion.
+
+        OpenAI's reasoning models refuse ``max_tokens`` and any temperature but the default,
+        which every other server accepts: on that refusal, ask once more without them and
+        remember it for the session.
+        """
+        options: dict[str, Any] = (
+            {"max_completion_tokens": self.max_tokens}
+            if self._reasoning_api
+            else {"max_tokens": self.max_tokens, "temperature": self.temperature}
+        )
+        try:
+            return await client.chat.completions.create(
+                model=self.model,
+                messages=messages,  # type: ignore[arg-type]
+                stream=True,
+                **options,
+            )
+        except openai.BadRequestError as error:
+            if self._reasoning_api or "max_completion_tokens" not in str(error.message):
+                raise
+            _LOGGER.info("%s wants max_completion_tokens; asking again", self._where)
+            self._reasoning_api = True
+            return await client.chat.completions.create(
+                model=self.model,
+                messages=messages,  # type: ignore[arg-type]
+                stream=True,
+                max_completion_tokens=self.max_tokens,
+            )
 
     def _detail(self, error: BaseException) -> str:
         """A short, key-free description of ``error``."""

@@ -145,6 +145,8 @@ _add_synonyms(
 )  # fmt: skip
 _add_synonyms(("open", "source"), "opensource", "开源")
 _add_synonyms(("free",), "free", "gratis", "gratuito", "免费")
+# Longer Chinese words first, so that "西班牙语" is taken before "语言"-like pieces of it.
+_ZH_FORMS_LONGEST_FIRST = sorted(_ZH_SYNONYMS, key=len, reverse=True)
 
 # Question paraphrases that carry meaning in their function words: each becomes a concept
 # token in the question, and facts get the same token from what they say. The matched span
@@ -179,7 +181,10 @@ _FACT_CONCEPTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
 )
 # A fact names the avatar when it says "I am <name>", "my name is", "<name> is"...
-_IDENTITY_FACT = r"\b(?:i\s+am|i'm|my\s+name\s+is|called|named|soy|me\s+llamo)\s+{name}\b|^{name}\b|我是{name}|我叫{name}"
+_IDENTITY_FACT = (
+    r"\b(?:i\s+am|i'm|my\s+name\s+is|called|named|soy|me\s+llamo)\s+{name}\b"
+    r"|^{name}\b|我是{name}|我叫{name}"
+)
 
 # Small talk, matched before retrieval. Patterns cover all three languages at once, since
 # the reply language comes from the ``language`` argument, not from the question.
@@ -372,8 +377,7 @@ def _stem(word: str) -> str:
 
 def _language_of(text: str) -> str:
     """``zh``, ``es`` or ``en`` for a fact, by cheap cues (no model needed for a persona)."""
-    han = len(_HAN_RUN.findall(text))
-    if han and sum(len(run) for run in _HAN_RUN.findall(text)) >= 0.2 * len(text.strip()):
+    if sum(len(run) for run in _HAN_RUN.findall(text)) >= 0.2 * max(len(text.strip()), 1):
         return "zh"
     words = _LATIN_WORD.findall(_fold_accents(text.lower()))
     spanish = sum(word in _ES_STOPWORDS and word not in _EN_STOPWORDS for word in words)
@@ -391,7 +395,7 @@ def _terms(text: str, keep_han: bool = True) -> list[str]:
     # character unigrams and bigrams of the content characters.
     for run in _HAN_RUN.findall(lowered):
         remainder = run
-        for form in sorted(_ZH_SYNONYMS, key=len, reverse=True):
+        for form in _ZH_FORMS_LONGEST_FIRST:
             if form in remainder:
                 terms.extend(_ZH_SYNONYMS[form])
                 remainder = remainder.replace(form, " ")
@@ -408,8 +412,6 @@ def _terms(text: str, keep_han: bool = True) -> list[str]:
             continue
         canonical = _SYNONYMS.get(word) or _SYNONYMS.get(_stem(word))
         terms.extend(canonical if canonical else (_stem(word),))
-    if "open-source" in lowered or "open source" in lowered or "código abierto" in text.lower():
-        terms.extend(("open", "source"))
     return terms
 
 

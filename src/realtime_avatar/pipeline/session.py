@@ -137,6 +137,12 @@ class ConversationSession:
             self._reply_task.cancel()
         self._asr_pool.shutdown(wait=False, cancel_futures=True)
         self._speech_pool.shutdown(wait=False, cancel_futures=True)
+        aclose = getattr(self.stages.responder, "aclose", None)
+        if aclose is not None:
+            try:
+                await aclose()
+            except Exception:  # noqa: BLE001 - closing a backend must not block teardown
+                log.warning("responder did not close cleanly", exc_info=True)
 
     # ------------------------------------------------------------------ events
     def _set_state(self, state: str, **extra: Any) -> None:

@@ -117,7 +117,7 @@ class LiveServices:
         settings = self.settings
         avatar = self._avatar(avatar_name)
         renderer = create_renderer(settings.renderer, avatar.face_rgb, avatar.landmarks)
-        responder = create_responder(dialogue, settings, avatar.persona, avatar.name)
+        responder = create_responder(dialogue, settings, avatar.persona, avatar.display_name)
         stages = SessionStages(
             vad=get_vad(settings=settings),
             recognizer=recognizer_for_language(language, settings),

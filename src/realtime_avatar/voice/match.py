@@ -56,7 +56,7 @@ class MatchOptions:
     eq_smooth_hz: float = 300.0  # Gaussian smoothing of the EQ curve, so it never shapes formants
     warp_range: tuple[float, float] = (0.82, 1.25)  # plausible adult vocal-tract ratios
     f0_spread_range: tuple[float, float] = (0.67, 1.5)  # clamp on the log-F0 std ratio
-    f0_method: str = "dio"  # dio is ~10x faster than harvest and good on clean TTS audio
+    f0_method: str = "dio"  # live F0 tracker: dio is ~10x faster than harvest
 
 
 def warp_log_envelope(log_env: np.ndarray, grid_hz: np.ndarray, factor: float) -> np.ndarray:
@@ -116,11 +116,19 @@ class WorldVoiceMatcher:
         self.options = options or MatchOptions()
         opts = self.options
 
-        # Pitch: ln f0' = mean' + (ln f0 - mean_s) * spread, moved by f0_strength.
-        self._f0_mean_shift = opts.f0_strength * (target.log_f0_mean - source.log_f0_mean)
-        spread = target.log_f0_std / max(source.log_f0_std, 1e-3)
-        spread = float(np.clip(spread, *opts.f0_spread_range))
-        self._f0_spread = spread**opts.f0_strength
+        # Pitch: ln f0' = centre + (ln f0 - reading mean) * spread. Live readings are centred
+        # on how the live tracker reads the TTS voice, so its bias on that voice cancels;
+        # the centre is the target's real (Harvest) pitch, reached at f0_strength 1.
+        if opts.f0_method == "dio":
+            self._reading_mean = source.tracker_log_f0_mean
+            reading_std = source.tracker_log_f0_std
+        else:
+            self._reading_mean = source.log_f0_mean
+            reading_std = source.log_f0_std
+        a = opts.f0_strength
+        self._f0_centre = (1.0 - a) * self._reading_mean + a * target.log_f0_mean
+        spread = target.log_f0_std / max(reading_std, 1e-3)
+        self._f0_spread = float(np.clip(spread, *opts.f0_spread_range)) ** a
 
         estimated = estimate_warp_factor(target, source, opts.warp_range)
         self.warp_factor = float(np.exp(opts.warp_strength * np.log(estimated)))
@@ -141,11 +149,16 @@ class WorldVoiceMatcher:
         self._lock = threading.Lock()
         logger.info(
             "voice matcher: F0 x%.2f (spread x%.2f), warp %.3f, EQ within ±%.1f dB",
-            float(np.exp(self._f0_mean_shift)),
+            self.f0_ratio,
             self._f0_spread,
             self.warp_factor,
             float(np.max(np.abs(self.eq_log)) / _LN_PER_DB),
         )
+
+    @property
+    def f0_ratio(self) -> float:
+        """Factor by which the TTS voice's typical pitch is moved."""
+        return float(np.exp(self._f0_centre - self._reading_mean))
 
     def _bins(self, rate_hz: int, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-bin warp source index, interpolation weight and EQ gain for one FFT size."""
@@ -167,11 +180,7 @@ class WorldVoiceMatcher:
         out = np.zeros_like(f0_hz)
         voiced = f0_hz > 0
         log_f0 = np.log(f0_hz[voiced])
-        mapped = (
-            self.source.log_f0_mean
-            + self._f0_mean_shift
-            + (log_f0 - self.source.log_f0_mean) * self._f0_spread
-        )
+        mapped = self._f0_centre + (log_f0 - self._reading_mean) * self._f0_spread
         out[voiced] = np.clip(np.exp(mapped), F0_FLOOR_HZ, F0_CEIL_HZ * 1.5)
         return out
 
@@ -288,10 +297,7 @@ def source_profile_for(
                 rate_hz = pcm_rate
             pieces.append(resample(np.asarray(pcm, dtype=np.float32), pcm_rate, rate_hz))
             pieces.append(np.zeros(rate_hz // 5, dtype=np.float32))  # 200 ms pause
-        # Same F0 method as conversion, so the mapping starts from comparable statistics.
-        profile = compute_profile(
-            np.concatenate(pieces), rate_hz, f0_method=MatchOptions().f0_method
-        )
+        profile = compute_profile(np.concatenate(pieces), rate_hz)
         logger.info(
             "measured voice profile of %s (%s): median F0 %.0f Hz",
             synth_name,

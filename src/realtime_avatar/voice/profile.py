@@ -54,6 +54,7 @@ def analyse(
     rate_hz: int,
     f0_method: str = "dio",
     frame_period_ms: float = FRAME_PERIOD_MS,
+    fix_octaves: bool = True,
 ) -> WorldFeatures:
     """WORLD analysis: F0 (``dio`` fast, ``harvest`` robust) refined by StoneMask, CheapTrick, D4C."""
     x = np.ascontiguousarray(pcm, dtype=np.float64)
@@ -65,14 +66,52 @@ def analyse(
         f0, times = pw.dio(
             x, rate_hz, f0_floor=F0_FLOOR_HZ, f0_ceil=F0_CEIL_HZ, frame_period=frame_period_ms
         )
+        f0 = pw.stonemask(x, f0, times, rate_hz)
     else:
         raise ValueError(f"unknown F0 method {f0_method!r}; use 'dio' or 'harvest'")
-    f0 = pw.stonemask(x, f0, times, rate_hz)
+    if fix_octaves:
+        f0 = fix_octave_jumps(f0)
     # CheapTrick's default floor (71 Hz) keeps its FFT size equal to D4C's; the rare lower
     # frames are analysed as 71 Hz, which only smooths their envelope slightly.
     envelope = pw.cheaptrick(x, f0, times, rate_hz)
     aperiodicity = pw.d4c(x, f0, times, rate_hz)
     return WorldFeatures(f0, envelope, aperiodicity, rate_hz, frame_period_ms)
+
+
+def live_f0(pcm: np.ndarray, rate_hz: int, frames: int | None = None) -> np.ndarray:
+    """F0 as the live matcher reads it (DIO + StoneMask + octave folding), 5 ms frames."""
+    x = np.ascontiguousarray(pcm, dtype=np.float64)
+    f0, times = pw.dio(
+        x, rate_hz, f0_floor=F0_FLOOR_HZ, f0_ceil=F0_CEIL_HZ, frame_period=FRAME_PERIOD_MS
+    )
+    f0 = fix_octave_jumps(pw.stonemask(x, f0, times, rate_hz))
+    if frames is not None:
+        f0 = np.pad(f0[:frames], (0, max(0, frames - len(f0))))
+    return f0
+
+
+def fix_octave_jumps(f0_hz: np.ndarray, context_frames: int = 40) -> np.ndarray:
+    """Fold frames an octave away from their neighbourhood's pitch back onto it.
+
+    Trackers jump an octave on creaky or breathy frames; resynthesised, such a jump is a
+    squeak or a grunt. The reference is the median ln F0 of the voiced frames within
+    ``context_frames`` (200 ms at 5 ms frames) on each side.
+    """
+    voiced = np.flatnonzero(f0_hz > 0)
+    if len(voiced) < 3:
+        return f0_hz
+    log_f0 = np.log(f0_hz[voiced])
+    out = f0_hz.copy()
+    lo = np.searchsorted(voiced, voiced - context_frames)
+    hi = np.searchsorted(voiced, voiced + context_frames, side="right")
+    for k in range(len(voiced)):
+        offset = log_f0[k] - np.median(log_f0[lo[k] : hi[k]])
+        # ln 2 = 0.69; fold only clear octave errors, not real pitch movement.
+        if offset > 0.5:
+            out[voiced[k]] = f0_hz[voiced[k]] / 2.0
+        elif offset < -0.5:
+            out[voiced[k]] = f0_hz[voiced[k]] * 2.0
+    return out
 
 
 def envelope_bins_hz(fft_bins: int, rate_hz: int) -> np.ndarray:
@@ -95,31 +134,47 @@ def level_normalised_log_envelope(envelope: np.ndarray, rate_hz: int) -> np.ndar
 
 @dataclass(frozen=True)
 class VoiceProfile:
-    """Pitch and long-term spectral shape of one voice."""
+    """Pitch and long-term spectral shape of one voice.
+
+    Pitch is measured twice. ``log_f0_*`` come from Harvest, the more accurate tracker
+    (DIO reports twice the pitch of low and creaky voices): this is where the voice's pitch
+    really sits, what a target is matched to. ``tracker_log_f0_*`` come from DIO, the fast
+    tracker the matcher runs live: on the TTS side they centre its per-frame readings,
+    so a tracker's bias for this voice cancels out.
+    """
 
     log_f0_mean: float  # mean of ln(F0 / 1 Hz) over voiced frames, octave errors left out
     log_f0_std: float  # standard deviation of ln F0 over the same frames
     median_f0_hz: float
+    tracker_log_f0_mean: float  # the same statistics as DIO (the live tracker) reads them
+    tracker_log_f0_std: float
     voiced_fraction: float  # voiced frames / frames with speech energy
     voiced_s: float  # seconds of voiced speech the statistics rest on
     mean_log_envelope: np.ndarray  # on ENVELOPE_GRID_HZ, natural log, level-normalised
     version: int = PROFILE_VERSION
+
+    _SCALARS = (
+        "log_f0_mean",
+        "log_f0_std",
+        "median_f0_hz",
+        "tracker_log_f0_mean",
+        "tracker_log_f0_std",
+        "voiced_fraction",
+        "voiced_s",
+    )
 
     def save(self, path: Path | str) -> None:
         """Write the profile as an ``.npz`` file (no pickled objects)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
+        scalars = {name: np.float64(getattr(self, name)) for name in self._SCALARS}
         np.savez(
             tmp,
             version=np.int64(self.version),
-            log_f0_mean=np.float64(self.log_f0_mean),
-            log_f0_std=np.float64(self.log_f0_std),
-            median_f0_hz=np.float64(self.median_f0_hz),
-            voiced_fraction=np.float64(self.voiced_fraction),
-            voiced_s=np.float64(self.voiced_s),
             mean_log_envelope=np.asarray(self.mean_log_envelope, dtype=np.float64),
             envelope_grid_hz=ENVELOPE_GRID_HZ,
+            **scalars,
         )
         # Rename last so a reader never sees a half-written profile.
         tmp.replace(path)
@@ -138,15 +193,9 @@ class VoiceProfile:
             grid = data["envelope_grid_hz"]
             if grid.shape != ENVELOPE_GRID_HZ.shape or not np.allclose(grid, ENVELOPE_GRID_HZ):
                 raise ValueError(f"voice profile {path} uses another frequency grid")
-            return cls(
-                log_f0_mean=float(data["log_f0_mean"]),
-                log_f0_std=float(data["log_f0_std"]),
-                median_f0_hz=float(data["median_f0_hz"]),
-                voiced_fraction=float(data["voiced_fraction"]),
-                voiced_s=float(data["voiced_s"]),
-                mean_log_envelope=np.array(data["mean_log_envelope"], dtype=np.float64),
-                version=version,
-            )
+            scalars = {name: float(data[name]) for name in cls._SCALARS}
+            envelope = np.array(data["mean_log_envelope"], dtype=np.float64)
+        return cls(mean_log_envelope=envelope, version=version, **scalars)
 
 
 def _frame_energy_db(pcm: np.ndarray, rate_hz: int, frames: int, period_ms: float) -> np.ndarray:
@@ -174,14 +223,24 @@ def _trim_octave_errors(log_f0: np.ndarray) -> np.ndarray:
     return kept if len(kept) >= 0.5 * len(log_f0) else log_f0
 
 
-def compute_profile(pcm: np.ndarray, rate_hz: int, f0_method: str = "harvest") -> VoiceProfile:
+def _voiced_log_f0(f0_hz: np.ndarray, loud: np.ndarray) -> np.ndarray:
+    """ln F0 of the loud voiced frames, octave errors left out."""
+    voiced = (f0_hz > 0) & loud
+    if not voiced.any():
+        return np.zeros(0)
+    return _trim_octave_errors(np.log(f0_hz[voiced]))
+
+
+def compute_profile(pcm: np.ndarray, rate_hz: int) -> VoiceProfile:
     """Measure a voice from a recording of it (mono float PCM at ``rate_hz`` ≥ 16 kHz).
 
-    Raises ``InvalidAudioError`` when it holds too little voiced speech to measure.
+    Takes about 0.15 s per second of audio (Harvest). Raises ``InvalidAudioError`` when
+    the recording holds too little voiced speech to measure.
     """
     if rate_hz < 2 * ENVELOPE_MAX_HZ:
         raise ValueError(f"voice profiles need audio at 16 kHz or more, got {rate_hz} Hz")
-    feats = analyse(pcm, rate_hz, f0_method=f0_method)
+    pcm = np.asarray(pcm, dtype=np.float64)
+    feats = analyse(pcm, rate_hz, f0_method="harvest")
     frames = len(feats.f0_hz)
     energy_db = _frame_energy_db(pcm, rate_hz, frames, feats.frame_period_ms)
     loud = energy_db > (np.percentile(energy_db, 95) - ENVELOPE_GATE_DB)
@@ -192,19 +251,25 @@ def compute_profile(pcm: np.ndarray, rate_hz: int, f0_method: str = "harvest") -
             f"the voice sample holds only {voiced_s:.1f} s of voiced speech; record about "
             "10 seconds of yourself speaking in a quiet room"
         )
-    log_f0 = _trim_octave_errors(np.log(feats.f0_hz[voiced]))
+    log_f0 = _voiced_log_f0(feats.f0_hz, loud)
+    tracker_log_f0 = _voiced_log_f0(live_f0(pcm, rate_hz, frames), loud)
+    if len(tracker_log_f0) < 10:
+        tracker_log_f0 = log_f0
     envelope = level_normalised_log_envelope(feats.envelope[voiced], rate_hz)
     profile = VoiceProfile(
         log_f0_mean=float(log_f0.mean()),
         log_f0_std=float(log_f0.std()),
         median_f0_hz=float(np.exp(np.median(log_f0))),
+        tracker_log_f0_mean=float(tracker_log_f0.mean()),
+        tracker_log_f0_std=float(tracker_log_f0.std()),
         voiced_fraction=float(voiced.sum() / max(int(loud.sum()), 1)),
         voiced_s=voiced_s,
         mean_log_envelope=envelope.mean(axis=0),
     )
     logger.debug(
-        "voice profile: median F0 %.0f Hz, log-F0 std %.3f, %.1f s voiced",
+        "voice profile: median F0 %.0f Hz (DIO reads %.0f Hz), log-F0 std %.3f, %.1f s voiced",
         profile.median_f0_hz,
+        float(np.exp(np.median(tracker_log_f0))),
         profile.log_f0_std,
         voiced_s,
     )

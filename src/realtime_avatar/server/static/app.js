@@ -47,7 +47,8 @@ function bubble(role, text, cls = "") {
   li.className = `${role} ${cls}`.trim();
   const who = document.createElement("span");
   who.className = "who";
-  who.textContent = role === "user" ? "You" : $("avatar").value || "Avatar";
+  const name = $("avatar").value;
+  who.textContent = role === "user" ? "You" : !name || name === "default" ? "Avatar" : name;
   const body = document.createElement("span");
   body.className = "text";
   body.textContent = text;
@@ -143,6 +144,7 @@ async function connect() {
   }
   try {
     pc = new RTCPeerConnection({ iceServers: [] });
+    window.avatarPeer = pc;  // for diagnostics (and the browser tests' getStats)
     for (const track of micStream.getAudioTracks()) pc.addTrack(track, micStream);
     pc.addTransceiver("video", { direction: "recvonly" });
     channel = pc.createDataChannel("events");
