@@ -74,16 +74,45 @@ def say_figures(data_dir: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "script.mp4"
         env = dict(os.environ, AVATAR_DATA_DIR=data_dir)
-        cmd = [sys.executable, "-m", "realtime_avatar.cli", "say", SCRIPT_20S, "--lang", "en", "-o", str(out)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "realtime_avatar.cli",
+            "say",
+            SCRIPT_20S,
+            "--lang",
+            "en",
+            "-o",
+            str(out),
+        ]
         subprocess.run(cmd, check=True, env=env, capture_output=True)  # warm caches
         t = time.perf_counter()
         subprocess.run(cmd, check=True, env=env, capture_output=True)
         wall = time.perf_counter() - t
         rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        dur = float(subprocess.run(
-            ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(out)],
-            check=True, capture_output=True, text=True).stdout)
-    return {"say_wall_s": wall, "video_s": dur, "real_time_factor": wall / dur, "peak_rss_mb": rss_mb}
+        dur = float(
+            subprocess.run(
+                [
+                    "ffprobe",
+                    "-v",
+                    "error",
+                    "-show_entries",
+                    "format=duration",
+                    "-of",
+                    "csv=p=0",
+                    str(out),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
+    return {
+        "say_wall_s": wall,
+        "video_s": dur,
+        "real_time_factor": wall / dur,
+        "peak_rss_mb": rss_mb,
+    }
 
 
 def main() -> None:
@@ -91,8 +120,11 @@ def main() -> None:
 
     data_dir = os.environ.setdefault("AVATAR_DATA_DIR", tempfile.mkdtemp(prefix="avatar-bench-"))
     avatar = load_avatar("default")
-    result = {"render": render_figures(avatar), "say": say_figures(data_dir),
-              "cpu_count": os.cpu_count()}
+    result = {
+        "render": render_figures(avatar),
+        "say": say_figures(data_dir),
+        "cpu_count": os.cpu_count(),
+    }
     result["render"].pop("_")
     print(json.dumps(result, indent=2))
 

@@ -22,6 +22,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from realtime_avatar.voice.profile import fix_octave_jumps
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", UserWarning)  # pyworld imports pkg_resources
     import pyworld as pw
@@ -74,7 +76,8 @@ def pyin_f0(x: np.ndarray, rate_hz: int) -> tuple[np.ndarray, np.ndarray]:
     frames = int(len(x) / rate_hz / 0.005) + 1
     f0 = np.where(voiced, np.nan_to_num(f0), 0.0)[:frames]
     f0 = np.pad(f0, (0, frames - len(f0)))
-    return f0.astype(np.float64), np.arange(frames) * 0.005
+    # pYIN still jumps an octave up now and then; resynthesised, that is a squeak.
+    return fix_octave_jumps(f0.astype(np.float64)), np.arange(frames) * 0.005
 
 
 def world_shift(
@@ -140,7 +143,9 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sf.write(args.out, out, rate_hz, subtype="PCM_16")
     digest = hashlib.sha256(args.out.read_bytes()).hexdigest()
-    logger.info("wrote %s: %.1f s at %d Hz, sha256 %s", args.out, len(out) / rate_hz, rate_hz, digest)
+    logger.info(
+        "wrote %s: %.1f s at %d Hz, sha256 %s", args.out, len(out) / rate_hz, rate_hz, digest
+    )
 
 
 if __name__ == "__main__":

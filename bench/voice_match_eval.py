@@ -169,7 +169,10 @@ def build_targets(
     joe_test = [joe_speak(t)[0] for t in TEST_SENTENCES]
     rate = joe_speak("Hello.")[1]
     if wanted("joe-self"):
-        targets["joe-self"] = {"ref": (join(joe_ref, rate), rate), "oracle": [(p, rate) for p in joe_test]}
+        targets["joe-self"] = {
+            "ref": (join(joe_ref, rate), rate),
+            "oracle": [(p, rate) for p in joe_test],
+        }
     if wanted("default-avatar"):
         pcm, ref_rate = sf.read(DEFAULT_OUT, dtype="float32")
         from make_default_voice import (
@@ -180,7 +183,12 @@ def build_targets(
         )
 
         oracle = [
-            (world_shift(p, rate, DEFAULT_F0_SCALE, DEFAULT_WARP, DEFAULT_F0_SPREAD, DEFAULT_BREATH), rate)
+            (
+                world_shift(
+                    p, rate, DEFAULT_F0_SCALE, DEFAULT_WARP, DEFAULT_F0_SPREAD, DEFAULT_BREATH
+                ),
+                rate,
+            )
             for p in joe_test
         ]
         targets["default-avatar"] = {"ref": (pcm, ref_rate), "oracle": oracle}
@@ -235,7 +243,9 @@ def main() -> None:
 
     raw = [joe_speak(t) for t in TEST_SENTENCES]
     raw_text = [judges.transcribe(p, r) for p, r in raw]
-    raw_edits = sum(word_errors(ref, hyp)[0] for ref, hyp in zip(TEST_SENTENCES, raw_text))
+    raw_edits = sum(
+        word_errors(ref, hyp)[0] for ref, hyp in zip(TEST_SENTENCES, raw_text, strict=True)
+    )
     total_words = sum(len(words(t)) for t in TEST_SENTENCES)
     raw_embeddings = [judges.embed(p, r) for p, r in raw]
 
@@ -249,7 +259,9 @@ def main() -> None:
         matcher = WorldVoiceMatcher(profile, source, options)
         sim_raw, sim_matched, sim_oracle = [], [], []
         edits = 0
-        for (pcm, rate), raw_embedding, text in zip(raw, raw_embeddings, TEST_SENTENCES):
+        for (pcm, rate), raw_embedding, text in zip(
+            raw, raw_embeddings, TEST_SENTENCES, strict=True
+        ):
             t0 = time.perf_counter()
             out = matcher.convert_pcm(pcm, rate)
             convert_s += time.perf_counter() - t0
@@ -275,7 +287,10 @@ def main() -> None:
         )
     rtf = convert_s / max(converted_s, 1e-9)
 
-    header = f"{'target':<15} {'F0 Hz':>6} {'F0x':>5} {'warp':>5} {'sim raw':>8} {'matched':>8} {'oracle':>7} {'WER raw':>8} {'matched':>8}"
+    header = (
+        f"{'target':<15} {'F0 Hz':>6} {'F0x':>5} {'warp':>5} {'sim raw':>8} {'matched':>8} "
+        f"{'oracle':>7} {'WER raw':>8} {'matched':>8}"
+    )
     print(header)
     print("-" * len(header))
     for row in rows:

@@ -16,7 +16,9 @@ def ffprobe(path: Path) -> dict:
     """Streams and format of a media file, as ffprobe reports them."""
     out = subprocess.run(
         ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return json.loads(out)
 

@@ -29,14 +29,18 @@ def running_server(data_dir: Path, **env: str) -> Iterator[str]:
     log = open(data_dir / f"server-{port}.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "realtime_avatar.cli", "serve", "--port", str(port)],
-        env=environ, stdout=log, stderr=subprocess.STDOUT,
+        env=environ,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 180
         while time.time() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {(data_dir / f'server-{port}.log').read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"server exited: {(data_dir / f'server-{port}.log').read_text()[-3000:]}"
+                )
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{base}/health", timeout=1).status_code == 200:
                     break

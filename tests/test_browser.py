@@ -68,12 +68,24 @@ def test_page_conversation_in_chromium(server: str, default_avatar, tmp_path: Pa
     wav = tmp_path / "mic.wav"
     _mic_wav(wav)
     pts = default_avatar.landmarks[LIP_UPPER_OUTER + LIP_LOWER_OUTER]
-    box = [int(pts[:, 0].min() - 4), int(pts[:, 1].min() - 4), int(pts[:, 0].max() + 4), int(pts[:, 1].max() + 30)]
+    box = [
+        int(pts[:, 0].min() - 4),
+        int(pts[:, 1].min() - 4),
+        int(pts[:, 0].max() + 4),
+        int(pts[:, 1].max() + 30),
+    ]
     args = [
-        "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={wav}%noloop", "--allow-loopback-in-peer-connection",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--no-first-run", "--autoplay-policy=no-user-gesture-required", "--disable-gpu",
+        "--no-sandbox",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}%noloop",
+        "--allow-loopback-in-peer-connection",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--autoplay-policy=no-user-gesture-required",
+        "--disable-gpu",
     ]
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
@@ -83,21 +95,29 @@ def test_page_conversation_in_chromium(server: str, default_avatar, tmp_path: Pa
         page.goto(server)
         page.wait_for_selector("#avatar option", state="attached", timeout=15_000)
         page.click("#mic")
-        page.wait_for_function("document.getElementById('status').dataset.state.startsWith('listening')", timeout=30_000)
+        page.wait_for_function(
+            "document.getElementById('status').dataset.state.startsWith('listening')",
+            timeout=30_000,
+        )
         page.evaluate(PROBE, [box])
         page.wait_for_function(
             "[...document.querySelectorAll('#transcript li.user')].some(li => /name/i.test(li.textContent))",
-            timeout=40_000)
+            timeout=40_000,
+        )
         page.wait_for_function(
             "[...document.querySelectorAll('#transcript li.avatar .text')].some(s => s.textContent.length > 3)",
-            timeout=30_000)
-        page.wait_for_function("document.getElementById('status').dataset.state === 'speaking'", timeout=30_000)
+            timeout=30_000,
+        )
+        page.wait_for_function(
+            "document.getElementById('status').dataset.state === 'speaking'", timeout=30_000
+        )
         page.wait_for_timeout(1200)
         screenshot = tmp_path / "page.png"
         page.screenshot(path=str(screenshot))
         page.wait_for_function(
             "[...document.querySelectorAll('#transcript li.user')].some(li => /spanish/i.test(li.textContent))",
-            timeout=40_000)
+            timeout=40_000,
+        )
         page.wait_for_timeout(1500)
         probe = page.evaluate("window.probe")
         stats = page.evaluate("""async () => {
@@ -112,7 +132,9 @@ def test_page_conversation_in_chromium(server: str, default_avatar, tmp_path: Pa
             const a = document.getElementById('avatar-audio');
             return !!(a.srcObject && a.srcObject.getAudioTracks().length && a.srcObject.getAudioTracks()[0].readyState === 'live');
         }""")
-        interrupted = page.evaluate("document.querySelectorAll('#transcript li.avatar.interrupted').length")
+        interrupted = page.evaluate(
+            "document.querySelectorAll('#transcript li.avatar.interrupted').length"
+        )
         browser.close()
     shutil.copy(screenshot, Path(default_avatar.path).parent.parent / "page.png")
     assert not errors, errors

@@ -62,14 +62,25 @@ async def _conversation(server: str) -> None:
         assert call.mic is not None
         call.mic.say_now(spoken("Tell me about yourself and what you can do."))
         second = await call.wait_for_event(
-            lambda e: e.get("type") == "status" and e.get("state") == "speaking"
-            and e.get("turn_id", 0) > heard["turn_id"], 30)
+            lambda e: (
+                e.get("type") == "status"
+                and e.get("state") == "speaking"
+                and e.get("turn_id", 0) > heard["turn_id"]
+            ),
+            30,
+        )
         await asyncio.sleep(0.6)
         interrupting = call.mic.say_now(spoken("Stop. Do you speak Spanish?"))
         await call.wait_for_event(_is("interrupted", turn_id=second["turn_id"]), 10)
         await call.wait_for_event(
-            lambda e: e.get("type") == "transcript" and e.get("role") == "user"
-            and e.get("final") and "spanish" in e.get("text", "").lower(), 30)
+            lambda e: (
+                e.get("type") == "transcript"
+                and e.get("role") == "user"
+                and e.get("final")
+                and "spanish" in e.get("text", "").lower()
+            ),
+            30,
+        )
         await asyncio.sleep(0.5)
     finally:
         await call.close()

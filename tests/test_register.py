@@ -52,14 +52,18 @@ def test_default_avatar_is_complete(default_avatar) -> None:
     assert 200 < centre[0] < 312 and 150 < centre[1] < 300
 
 
-def test_register_heic_with_persona_and_m4a(fresh_data_dir: Path, portrait_png: Path, voice_wav: Path, tmp_path: Path) -> None:
+def test_register_heic_with_persona_and_m4a(
+    fresh_data_dir: Path, portrait_png: Path, voice_wav: Path, tmp_path: Path
+) -> None:
     from pillow_heif import register_heif_opener
 
     register_heif_opener()
     heic = tmp_path / "photo.jpg"  # wrong extension on purpose: content decides
     Image.open(portrait_png).save(heic, format="HEIF")
     m4a = tmp_path / "voice.m4a"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(voice_wav), "-c:a", "aac", str(m4a)], check=True)
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-i", str(voice_wav), "-c:a", "aac", str(m4a)], check=True
+    )
     persona = tmp_path / "me.md"
     persona.write_text("# Bruce\n- I like sailing.\n", encoding="utf-8")
     avatar = register("bruce", heic, m4a, persona)
@@ -69,7 +73,9 @@ def test_register_heic_with_persona_and_m4a(fresh_data_dir: Path, portrait_png: 
     assert np.array_equal(again.face_rgb, avatar.face_rgb)
 
 
-def test_exif_rotation_is_honoured(fresh_data_dir: Path, portrait_png: Path, voice_wav: Path, tmp_path: Path) -> None:
+def test_exif_rotation_is_honoured(
+    fresh_data_dir: Path, portrait_png: Path, voice_wav: Path, tmp_path: Path
+) -> None:
     rotated = tmp_path / "rotated.jpg"
     img = Image.open(portrait_png).transpose(Image.Transpose.ROTATE_90)
     exif = Image.Exif()
@@ -80,14 +86,24 @@ def test_exif_rotation_is_honoured(fresh_data_dir: Path, portrait_png: Path, voi
     assert abs(eyes_y[0] - eyes_y[1]) < 15
 
 
-@pytest.mark.parametrize(("maker", "message"), [
-    ("coffee", "no face found"),
-    ("text", "not an image"),
-    ("truncated", "truncated or damaged"),
-    ("small", "at least 120 px"),
-    ("two", "faces of similar size"),
-])
-def test_bad_photos_are_refused(fresh_data_dir: Path, portrait_png: Path, voice_wav: Path, tmp_path: Path, maker: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("maker", "message"),
+    [
+        ("coffee", "no face found"),
+        ("text", "not an image"),
+        ("truncated", "truncated or damaged"),
+        ("small", "at least 120 px"),
+        ("two", "faces of similar size"),
+    ],
+)
+def test_bad_photos_are_refused(
+    fresh_data_dir: Path,
+    portrait_png: Path,
+    voice_wav: Path,
+    tmp_path: Path,
+    maker: str,
+    message: str,
+) -> None:
     from skimage import data
 
     path = tmp_path / "photo.jpg"
@@ -108,7 +124,9 @@ def test_bad_photos_are_refused(fresh_data_dir: Path, portrait_png: Path, voice_
     assert "photo" not in list_avatars()
 
 
-def test_pixel_limit(fresh_data_dir: Path, voice_wav: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pixel_limit(
+    fresh_data_dir: Path, voice_wav: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "big.png"
     Image.new("RGB", (3000, 2000)).save(path)
     monkeypatch.setenv("AVATAR_MAX_IMAGE_PIXELS", "5000000")
@@ -116,13 +134,23 @@ def test_pixel_limit(fresh_data_dir: Path, voice_wav: Path, tmp_path: Path, monk
         register("big", path, voice_wav)
 
 
-@pytest.mark.parametrize(("kind", "message"), [
-    ("silent", "silent"),
-    ("short", "at least 3 s"),
-    ("clipped", "clipped"),
-    ("garbage", "cannot decode"),
-])
-def test_bad_voices_are_refused(fresh_data_dir: Path, portrait_png: Path, voice_wav: Path, tmp_path: Path, kind: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("silent", "silent"),
+        ("short", "at least 3 s"),
+        ("clipped", "clipped"),
+        ("garbage", "cannot decode"),
+    ],
+)
+def test_bad_voices_are_refused(
+    fresh_data_dir: Path,
+    portrait_png: Path,
+    voice_wav: Path,
+    tmp_path: Path,
+    kind: str,
+    message: str,
+) -> None:
     pcm, rate = sf.read(voice_wav, dtype="float32")
     path = tmp_path / "voice.wav"
     if kind == "silent":
@@ -137,7 +165,9 @@ def test_bad_voices_are_refused(fresh_data_dir: Path, portrait_png: Path, voice_
         register("voice", portrait_png, path)
 
 
-def test_failed_replace_keeps_the_saved_avatar(fresh_data_dir: Path, portrait_png: Path, voice_wav: Path, tmp_path: Path) -> None:
+def test_failed_replace_keeps_the_saved_avatar(
+    fresh_data_dir: Path, portrait_png: Path, voice_wav: Path, tmp_path: Path
+) -> None:
     register("keep", portrait_png, voice_wav)
     with pytest.raises(AvatarExistsError):
         register("keep", portrait_png, voice_wav)

@@ -8,7 +8,12 @@ import pytest
 from realtime_avatar.animate.idle import IdleMotion
 from realtime_avatar.animate.mouth import AudioAnimator, PhonemeAnimator
 from realtime_avatar.animate.visemes import viseme
-from realtime_avatar.face.landmarks import EYE_A_LOWER, EYE_A_UPPER, LIP_LOWER_OUTER, LIP_UPPER_OUTER
+from realtime_avatar.face.landmarks import (
+    EYE_A_LOWER,
+    EYE_A_UPPER,
+    LIP_LOWER_OUTER,
+    LIP_UPPER_OUTER,
+)
 from realtime_avatar.frames import FaceParams, PhonemeTiming, Speech
 from realtime_avatar.render.mesh2d import Mesh2DRenderer
 
@@ -66,7 +71,9 @@ def test_blink_closes_the_eyes(renderer: Mesh2DRenderer, default_avatar) -> None
 
 def test_head_motion_has_no_seam(renderer: Mesh2DRenderer) -> None:
     rest = renderer.render(FaceParams()).astype(np.float32)
-    moved = renderer.render(FaceParams(head_roll_deg=2.5, head_dx_px=4, head_dy_px=3)).astype(np.float32)
+    moved = renderer.render(FaceParams(head_roll_deg=2.5, head_dx_px=4, head_dy_px=3)).astype(
+        np.float32
+    )
     diff = np.abs(moved - rest).mean(axis=2)
     assert diff.max() > 20  # the head did move
     # No tearing: neighbouring pixels of the warped frame never jump more than the photo does.
@@ -78,7 +85,9 @@ def test_head_motion_has_no_seam(renderer: Mesh2DRenderer) -> None:
 def test_idle_is_alive_but_calm(renderer: Mesh2DRenderer) -> None:
     idle = IdleMotion(seed=3)
     params = [idle.params(i) for i in range(250)]  # ten seconds
-    blinks = sum(1 for a, b in zip(params, params[1:]) if a.blink == 0 and b.blink > 0)
+    blinks = sum(
+        1 for a, b in zip(params, params[1:], strict=False) if a.blink == 0 and b.blink > 0
+    )
     assert 1 <= blinks <= 6
     rolls = np.array([p.head_roll_deg for p in params])
     assert 0.3 < rolls.ptp() < 5.0
@@ -101,8 +110,12 @@ def test_phoneme_animator_follows_timings() -> None:
     rate = 22050
     t = np.arange(int(rate * 1.2)) / rate
     pcm = (0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32)
-    phonemes = [PhonemeTiming("m", 0.0, 0.3), PhonemeTiming("ɑː", 0.3, 0.7),
-                PhonemeTiming("p", 0.7, 0.9), PhonemeTiming("uː", 0.9, 1.2)]
+    phonemes = [
+        PhonemeTiming("m", 0.0, 0.3),
+        PhonemeTiming("ɑː", 0.3, 0.7),
+        PhonemeTiming("p", 0.7, 0.9),
+        PhonemeTiming("uː", 0.9, 1.2),
+    ]
     speech = Speech(0, "ma pu", "en", pcm, rate, phonemes)
     track = PhonemeAnimator().mouth_track(speech, 30)
     assert track.shape == (30, 4)

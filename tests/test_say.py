@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from realtime_avatar.constants import FPS
@@ -35,8 +34,10 @@ def _check_mp4(path: Path) -> dict:
 
 def test_say_english_mouth_follows_audio(default_avatar, tmp_path: Path) -> None:
     out = tmp_path / "hello.mp4"
-    text = ("Hello! I am a digital avatar, and my lips move with every word I say. "
-            "Papa bought a big map of Panama.")
+    text = (
+        "Hello! I am a digital avatar, and my lips move with every word I say. "
+        "Papa bought a big map of Panama."
+    )
     result = render_script(text, out, language="en")
     assert result.languages == ("en",)
     _check_mp4(out)
@@ -53,10 +54,13 @@ def test_say_english_mouth_follows_audio(default_avatar, tmp_path: Path) -> None
     assert 0 <= lag < 2, lag
 
 
-@pytest.mark.parametrize(("lang", "text"), [
-    ("es", "Hola, ¿cómo estás? Me alegro mucho de verte hoy."),
-    ("zh", "你好，我是你的数字分身。今天天气很好。"),
-])
+@pytest.mark.parametrize(
+    ("lang", "text"),
+    [
+        ("es", "Hola, ¿cómo estás? Me alegro mucho de verte hoy."),
+        ("zh", "你好，我是你的数字分身。今天天气很好。"),
+    ],
+)
 def test_say_other_languages(default_avatar, tmp_path: Path, lang: str, text: str) -> None:
     out = tmp_path / f"{lang}.mp4"
     result = render_script(text, out, language=lang)
@@ -71,18 +75,28 @@ def test_say_other_languages(default_avatar, tmp_path: Path, lang: str, text: st
 
 def _cli(*args: str, env_dir: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     env = dict(os.environ, AVATAR_DATA_DIR=str(env_dir))
-    return subprocess.run([*AVATAR, *args], capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        [*AVATAR, *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    (["say", "Hi there.", "--avatar", "nobody", "-o", "{tmp}/a.mp4"], "no avatar named 'nobody'"),
-    (["say", "   ", "-o", "{tmp}/a.mp4"], "nothing to say"),
-    (["say", "Hi there.", "--lang", "xx", "-o", "{tmp}/a.mp4"], "xx"),
-    (["say", "Hi there.", "-o", "/nonexistent-dir/a.mp4"], "does not exist"),
-    (["say", "Hi there.", "-o", "{tmp}/a.avi"], ".mp4"),
-    (["register", "../evil", "--image", "x.jpg", "--voice", "x.wav"], "invalid avatar name"),
-])
-def test_cli_errors_are_one_clear_line(data_dir: Path, tmp_path: Path, args: list[str], expected: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["say", "Hi there.", "--avatar", "nobody", "-o", "{tmp}/a.mp4"],
+            "no avatar named 'nobody'",
+        ),
+        (["say", "   ", "-o", "{tmp}/a.mp4"], "nothing to say"),
+        (["say", "Hi there.", "--lang", "xx", "-o", "{tmp}/a.mp4"], "xx"),
+        (["say", "Hi there.", "-o", "/nonexistent-dir/a.mp4"], "does not exist"),
+        (["say", "Hi there.", "-o", "{tmp}/a.avi"], ".mp4"),
+        (["register", "../evil", "--image", "x.jpg", "--voice", "x.wav"], "invalid avatar name"),
+    ],
+)
+def test_cli_errors_are_one_clear_line(
+    data_dir: Path, tmp_path: Path, args: list[str], expected: str
+) -> None:
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     proc = _cli(*args, env_dir=data_dir)
     assert proc.returncode == 2, proc.stderr
@@ -97,8 +111,12 @@ def test_ctrl_c_leaves_no_partial_file(data_dir: Path, tmp_path: Path) -> None:
     script.write_text(" ".join(["This is a long script that takes a while to render."] * 40))
     out = tmp_path / "long.mp4"
     env = dict(os.environ, AVATAR_DATA_DIR=str(data_dir))
-    proc = subprocess.Popen([*AVATAR, "say", "--text-file", str(script), "-o", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        [*AVATAR, "say", "--text-file", str(script), "-o", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     deadline = time.time() + 60
     while time.time() < deadline and not list(tmp_path.glob(".long-*.mp4.part")):
         time.sleep(0.2)

@@ -12,7 +12,9 @@ from realtime_avatar.vad.base import VadEvent
 from realtime_avatar.vad.registry import get_vad
 from realtime_avatar.vad.silero import SileroVad
 
-SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank."
+# Not "The quick brown fox...": Silero often scores an unstressed leading "the" below 0.5,
+# so speech would start on the next word, up to ~190 ms late (the session keeps pre-roll).
+SENTENCE = "Please send me the weather forecast for tomorrow morning."
 
 
 def _speech_16k(text: str) -> np.ndarray:

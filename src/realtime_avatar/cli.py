@@ -41,37 +41,57 @@ def _progress() -> Progress:
 def register(
     name: Annotated[str, typer.Argument(help="avatar name: lower-case letters, digits, - and _")],
     image: Annotated[Path, typer.Option("--image", help="a frontal photo (JPEG, PNG, WebP, HEIC)")],
-    voice: Annotated[Path, typer.Option("--voice", help="about 10 s of speech (WAV, MP3, M4A, OGG, FLAC)")],
-    persona: Annotated[Path | None, typer.Option("--persona", help="Markdown facts and style")] = None,
-    force: Annotated[bool, typer.Option("--force", help="replace an avatar of the same name")] = False,
+    voice: Annotated[
+        Path, typer.Option("--voice", help="about 10 s of speech (WAV, MP3, M4A, OGG, FLAC)")
+    ],
+    persona: Annotated[
+        Path | None, typer.Option("--persona", help="Markdown facts and style")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="replace an avatar of the same name")
+    ] = False,
 ) -> None:
     """Make an avatar from one photo and one voice sample."""
     from .avatars.registry import register as do_register
 
-    steps = ["reading photo", "finding the face", "checking the voice sample",
-             "computing the voice profile", "saving"]
+    steps = [
+        "reading photo",
+        "finding the face",
+        "checking the voice sample",
+        "computing the voice profile",
+        "saving",
+    ]
     with _progress() as bar:
         task = bar.add_task("registering", total=len(steps))
 
         def step(label: str) -> None:
-            bar.update(task, description=label, completed=steps.index(label) if label in steps else 0)
+            bar.update(
+                task, description=label, completed=steps.index(label) if label in steps else 0
+            )
 
         avatar = do_register(name, image, voice, persona, force=force, progress=step)
         bar.update(task, description="done", completed=len(steps))
     face = avatar.manifest["face"]
     console.print(
         f"[green]registered[/] [bold]{avatar.name}[/] in {avatar.path} "
-        f"(face {face['face_size_px']:.0f} px, voice {avatar.manifest['voice']['speech_s']:.1f} s of speech)"
+        f"(face {face['face_size_px']:.0f} px, "
+        f"voice {avatar.manifest['voice']['speech_s']:.1f} s of speech)"
     )
 
 
 @app.command()
 def say(
     text: Annotated[str | None, typer.Argument(help="what the avatar says")] = None,
-    output: Annotated[Path, typer.Option("-o", "--output", help="MP4 file to write")] = Path("out.mp4"),
+    output: Annotated[Path, typer.Option("-o", "--output", help="MP4 file to write")] = Path(
+        "out.mp4"
+    ),
     avatar: Annotated[str, typer.Option("--avatar", help="registered avatar name")] = "default",
-    lang: Annotated[str, typer.Option("--lang", help="language code (en, es, zh, …) or auto")] = "auto",
-    text_file: Annotated[Path | None, typer.Option("--text-file", help="read the script from a file")] = None,
+    lang: Annotated[
+        str, typer.Option("--lang", help="language code (en, es, zh, …) or auto")
+    ] = "auto",
+    text_file: Annotated[
+        Path | None, typer.Option("--text-file", help="read the script from a file")
+    ] = None,
 ) -> None:
     """Turn a script into a lip-synced talking video (H.264 + AAC MP4)."""
     from .pipeline.script import render_script
@@ -93,7 +113,9 @@ def say(
         def advance(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        result = render_script(text or "", output, avatar_name=avatar, language=lang, progress=advance)
+        result = render_script(
+            text or "", output, avatar_name=avatar, language=lang, progress=advance
+        )
     console.print(
         f"[green]wrote[/] {result.path} ({result.duration_s:.1f} s of video, "
         f"{result.sentences} sentence(s), {'/'.join(result.languages)}) in {result.wall_s:.1f} s"
@@ -106,7 +128,9 @@ def list_command() -> None:
     from .avatars.registry import list_avatars
 
     names = list_avatars()
-    typer.echo("\n".join(names) if names else "no avatars yet (the default one is made on first use)")
+    typer.echo(
+        "\n".join(names) if names else "no avatars yet (the default one is made on first use)"
+    )
 
 
 @app.command()
@@ -123,7 +147,10 @@ def serve(
     settings = get_settings()
     bind = host or settings.host
     if bind not in ("127.0.0.1", "localhost", "::1") and not settings.token:
-        _fail(f"binding to {bind} exposes the avatar to the network; set AVATAR_TOKEN to a secret first")
+        _fail(
+            f"binding to {bind} exposes the avatar to the network; "
+            "set AVATAR_TOKEN to a secret first"
+        )
     uvicorn.run(create_app(settings), host=bind, port=port or settings.port, log_level="info")
 
 

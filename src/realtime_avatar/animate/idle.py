@@ -32,7 +32,9 @@ class IdleMotion:
         if self._rng.random() < DOUBLE_BLINK_CHANCE:
             gap = len(BLINK_SHAPE) + 2
         else:
-            interval = float(np.clip(self._rng.gamma(4.0, BLINK_MEAN_S / 4.0), BLINK_MIN_S, BLINK_MAX_S))
+            interval = float(
+                np.clip(self._rng.gamma(4.0, BLINK_MEAN_S / 4.0), BLINK_MIN_S, BLINK_MAX_S)
+            )
             gap = int(interval * FPS)
         self._next_blink = frame + gap
 
@@ -50,8 +52,12 @@ class IdleMotion:
         # Speech energy drives gentle nods and brow lifts, smoothed so they lag the words.
         self._speech_energy += 0.15 * (jaw - self._speech_energy)
         energy = self._speech_energy
-        roll = 1.1 * math.sin(2 * math.pi * t / 7.3 + p[0]) + 0.45 * math.sin(2 * math.pi * t / 3.1 + p[1])
-        dx = 2.2 * math.sin(2 * math.pi * t / 9.7 + p[2]) + 0.8 * math.sin(2 * math.pi * t / 4.3 + p[3])
+        roll = 1.1 * math.sin(2 * math.pi * t / 7.3 + p[0]) + 0.45 * math.sin(
+            2 * math.pi * t / 3.1 + p[1]
+        )
+        dx = 2.2 * math.sin(2 * math.pi * t / 9.7 + p[2]) + 0.8 * math.sin(
+            2 * math.pi * t / 4.3 + p[3]
+        )
         breath = 1.0 * math.sin(2 * math.pi * t / 4.2 + p[4])
         dy = breath + 2.5 * energy
         if speaking:

@@ -76,7 +76,5 @@ class AudioAnimator:
         level = envelope(speech.pcm, speech.sample_rate_hz, 1.0 / TRACK_RATE_HZ)
         level = gaussian_filter1d(level, COARTICULATION_SIGMA_S * TRACK_RATE_HZ)
         jaw = 0.75 * level**1.2
-        track = np.stack(
-            [jaw, 0.2 * level, np.zeros_like(level), np.zeros_like(level)], axis=1
-        )
+        track = np.stack([jaw, 0.2 * level, np.zeros_like(level), np.zeros_like(level)], axis=1)
         return np.clip(_frame_samples(track, n_frames), 0.0, 1.0)

@@ -562,12 +562,13 @@ class WhisperUtterance:
         decoded_samples = self._last.samples if self._last else 0
         if not self._speech_after(decoded_samples):
             return None  # nothing new was said since the last decode
-        # Settled: the speaker paused; decode now so finish() finds the work done.
-        if self._quiet_tail_s() >= recognizer.settle_s:
-            return "settled"
-        if self._samples > _MAX_WINDOW_SAMPLES or seconds < 0.5:
-            return None  # no partials past one window: the final does the long decode
         new_s = (self._samples - decoded_samples) / ASR_RATE_HZ
         last_cost_s = self._last.seconds if self._last else 0.0
+        # Settled: the speaker paused; decode now so finish() finds the work done. Held to
+        # real time at most, so a long utterance with many pauses cannot fall behind.
+        if self._quiet_tail_s() >= recognizer.settle_s:
+            return "settled" if new_s >= last_cost_s else None
+        if self._samples > _MAX_WINDOW_SAMPLES or seconds < 0.5:
+            return None  # no partials past one window: the final does the long decode
         due = new_s >= max(recognizer.partial_interval_s, last_cost_s / recognizer.max_partial_load)
         return "partial" if due else None

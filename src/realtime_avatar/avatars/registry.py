@@ -124,7 +124,7 @@ def prepare_face(
             f"at least {min_face_px} px (a closer or higher-resolution shot)"
         )
     check_pose(source_lms)
-    crop_box = head_crop_box(source_lms, rgb.shape[:2])
+    crop_box = head_crop_box(source_lms, (rgb.shape[0], rgb.shape[1]))
     face_rgb, _ = crop_to_square(rgb, crop_box, size_px)
     landmarks = face_mesh(face_rgb)
     if landmarks is None:
@@ -147,12 +147,15 @@ def _read_persona(path: Path | None) -> str:
     data = path.read_bytes()
     if len(data) > MAX_PERSONA_BYTES:
         raise InvalidTextError(
-            f"persona file is {len(data) // 1024} KiB; keep it under {MAX_PERSONA_BYTES // 1024} KiB"
+            f"persona file is {len(data) // 1024} KiB; "
+            f"keep it under {MAX_PERSONA_BYTES // 1024} KiB"
         )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise InvalidTextError(f"persona file {path.name} is not UTF-8 text; save it as UTF-8 Markdown") from None
+        raise InvalidTextError(
+            f"persona file {path.name} is not UTF-8 text; save it as UTF-8 Markdown"
+        ) from None
 
 
 def register(
@@ -177,13 +180,16 @@ def register(
     target = root / name
     if target.exists() and not force:
         raise AvatarExistsError(
-            f"an avatar named {name!r} already exists; pick another name or pass --force to replace it"
+            f"an avatar named {name!r} already exists; "
+            "pick another name or pass --force to replace it"
         )
 
     step("reading photo")
     rgb = image if isinstance(image, np.ndarray) else load_rgb(image, settings.max_image_pixels)
     step("finding the face")
-    face_rgb, landmarks, face_info = prepare_face(rgb, settings.render_size_px, settings.min_face_px)
+    face_rgb, landmarks, face_info = prepare_face(
+        rgb, settings.render_size_px, settings.min_face_px
+    )
 
     step("checking the voice sample")
     pcm = decode_audio(Path(voice), VOICE_RATE_HZ)
@@ -286,7 +292,15 @@ def ensure_default_avatar(settings: Settings | None = None) -> None:
     if (avatars_dir(settings) / DEFAULT_AVATAR / MANIFEST).is_file():
         return
     assets = resources.files("realtime_avatar") / "assets" / "default"
-    with resources.as_file(assets / "voice.wav") as voice, resources.as_file(
-        assets / "persona.md"
-    ) as persona:
-        register(DEFAULT_AVATAR, default_portrait(), Path(voice), Path(persona), settings=settings, force=True)
+    with (
+        resources.as_file(assets / "voice.wav") as voice,
+        resources.as_file(assets / "persona.md") as persona,
+    ):
+        register(
+            DEFAULT_AVATAR,
+            default_portrait(),
+            Path(voice),
+            Path(persona),
+            settings=settings,
+            force=True,
+        )

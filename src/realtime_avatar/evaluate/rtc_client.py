@@ -92,7 +92,9 @@ class ScriptedMic(MediaStreamTrack):
                 if begin + last > t0 and begin + last <= t0 + MIC_FRAME:
                     clip.speech_end_s = self._start + (begin + last) / MIC_RATE_HZ
         frame = av.AudioFrame.from_ndarray(
-            (np.clip(block, -1, 1) * 32767).astype(np.int16).reshape(1, -1), format="s16", layout="mono"
+            (np.clip(block, -1, 1) * 32767).astype(np.int16).reshape(1, -1),
+            format="s16",
+            layout="mono",
         )
         frame.sample_rate = MIC_RATE_HZ
         frame.pts = self._sent
@@ -150,16 +152,27 @@ class CallRecord:
 
     def texts(self, role: str) -> list[str]:
         """Final transcript texts of one role, in order."""
-        return [e["text"] for _, e in self.events
-                if e.get("type") == "transcript" and e.get("role") == role and e.get("final")]
+        return [
+            e["text"]
+            for _, e in self.events
+            if e.get("type") == "transcript" and e.get("role") == role and e.get("final")
+        ]
 
 
 class AvatarCall:
     """One call to ``avatar serve``: connect, speak the clips, record, hang up."""
 
-    def __init__(self, base_url: str, clips: list[Clip], *, token: str | None = None,
-                 avatar: str = "default", language: str | None = None,
-                 dialogue: str | None = None, measure_mouth: bool = True) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        clips: list[Clip],
+        *,
+        token: str | None = None,
+        avatar: str = "default",
+        language: str | None = None,
+        dialogue: str | None = None,
+        measure_mouth: bool = True,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.clips = clips
         self.token = token
@@ -188,6 +201,7 @@ class AvatarCall:
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await track.recv()
+                assert isinstance(frame, av.VideoFrame)
                 now = time.monotonic()
                 mouth = 0.0
                 if self.measure_mouth:
@@ -200,6 +214,7 @@ class AvatarCall:
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await track.recv()
+                assert isinstance(frame, av.AudioFrame)
                 pcm = frame.to_ndarray().astype(np.float32) / 32768.0
                 self.record.audio.append((time.monotonic(), float(np.sqrt(np.mean(pcm**2)))))
 
@@ -210,10 +225,12 @@ class AvatarCall:
         await self.close()
         return self.record
 
-    async def wait_for_event(self, predicate: Any, timeout_s: float) -> dict[str, Any]:
-        """Wait until an event (seen before or arriving) satisfies ``predicate``."""
+    async def wait_for_event(
+        self, predicate: Any, timeout_s: float, since: int = 0
+    ) -> dict[str, Any]:
+        """Wait until an event (the ``since``-th or later) satisfies ``predicate``."""
         deadline = time.monotonic() + timeout_s
-        seen = 0
+        seen = since
         while time.monotonic() < deadline:
             for _, event in self.record.events[seen:]:
                 if predicate(event):
@@ -249,8 +266,11 @@ class AvatarCall:
                 connected.set()
 
         await pc.setLocalDescription(await pc.createOffer())
-        body = {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type,
-                **{k: v for k, v in self.options.items() if v}}
+        body = {
+            "sdp": pc.localDescription.sdp,
+            "type": pc.localDescription.type,
+            **{k: v for k, v in self.options.items() if v},
+        }
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         async with httpx.AsyncClient(timeout=60) as http:
             res = await http.post(f"{self.base_url}/api/v1/rtc/offer", json=body, headers=headers)

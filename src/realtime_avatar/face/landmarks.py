@@ -23,8 +23,42 @@ EYE_B_LOWER = [362, 382, 381, 380, 374, 373, 390, 249, 263]
 BROW_A = [70, 63, 105, 66, 107, 55, 65, 52, 53, 46]
 BROW_B = [300, 293, 334, 296, 336, 285, 295, 282, 283, 276]
 FACE_OVAL = [
-    10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
-    377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
+    10,
+    338,
+    297,
+    332,
+    284,
+    251,
+    389,
+    356,
+    454,
+    323,
+    361,
+    288,
+    397,
+    365,
+    379,
+    378,
+    400,
+    377,
+    152,
+    148,
+    176,
+    149,
+    150,
+    136,
+    172,
+    58,
+    132,
+    93,
+    234,
+    127,
+    162,
+    21,
+    54,
+    103,
+    67,
+    109,
 ]
 NOSE_TIP = 1
 CHIN = 152
@@ -58,7 +92,9 @@ def _mesh():  # type: ignore[no-untyped-def]
 
     if "mesh" not in _models:
         _models["mesh"] = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+            static_image_mode=True,
+            max_num_faces=1,
+            refine_landmarks=True,
             min_detection_confidence=0.3,
         )
     return _models["mesh"]
@@ -118,7 +154,9 @@ def choose_face(rgb: np.ndarray, min_face_px: int) -> FaceBox:
     # Detectors see faces in patches and visors: pick the largest confident face and only
     # refuse a second one when it is of comparable size.
     best = max(confident, key=lambda f: f.area * f.score)
-    rivals = [f for f in confident if f is not best and f.area >= SECOND_FACE_AREA_RATIO * best.area]
+    rivals = [
+        f for f in confident if f is not best and f.area >= SECOND_FACE_AREA_RATIO * best.area
+    ]
     if rivals:
         raise InvalidImageError(
             f"found {len(rivals) + 1} faces of similar size; use a photo with exactly one person"

@@ -52,7 +52,9 @@ def decode_audio(path: Path, rate_hz: int, max_s: float = MAX_VOICE_S) -> np.nda
             "give a WAV, MP3, M4A, OGG or FLAC recording"
         ) from None
     if not blocks:
-        raise InvalidAudioError(f"{path.name} holds no audio samples; record at least 3 s of speech")
+        raise InvalidAudioError(
+            f"{path.name} holds no audio samples; record at least 3 s of speech"
+        )
     return np.concatenate(blocks)[:limit]
 
 
@@ -88,7 +90,7 @@ def speech_frames(pcm: np.ndarray, rate_hz: int, frame_ms: int = 30) -> np.ndarr
     frames = pcm[: count * n].reshape(count, n).astype(np.float64)
     db = 10.0 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
     floor = np.percentile(db, 10)
-    return (db > max(floor + 12.0, SILENCE_RMS_DBFS))
+    return db > max(floor + 12.0, SILENCE_RMS_DBFS)
 
 
 def validate_voice(pcm: np.ndarray, rate_hz: int, min_s: float) -> VoiceCheck:

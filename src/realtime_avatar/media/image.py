@@ -37,7 +37,8 @@ def load_rgb(path: Path, max_pixels: int) -> np.ndarray:
                 width, height = img.size
                 if width * height > max_pixels:
                     raise InvalidImageError(
-                        f"{path.name} is {width}x{height} = {width * height / 1e6:.0f} MP, over the "
+                        f"{path.name} is {width}x{height} = {width * height / 1e6:.0f} MP, "
+                        "over the "
                         f"{max_pixels / 1e6:.0f} MP limit; scale it down (a 2000 px side is plenty)"
                     )
                 kind = img.format or "unknown"

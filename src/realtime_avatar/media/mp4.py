@@ -24,7 +24,9 @@ def check_output_path(path: Path) -> Path:
         raise OutputPathError(f"output must be an .mp4 file, got {path.name}")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise OutputPathError(f"folder {parent} does not exist; create it first or pick another path")
+        raise OutputPathError(
+            f"folder {parent} does not exist; create it first or pick another path"
+        )
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise OutputPathError(f"cannot write to {path}: permission denied; pick another path")
     return path
@@ -35,8 +37,9 @@ class Mp4Writer:
 
     def __init__(self, path: Path, width: int, height: int, crf: int = 20) -> None:
         self.path = check_output_path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}-", suffix=".mp4.part",
-                                   dir=self.path.parent)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{self.path.stem}-", suffix=".mp4.part", dir=self.path.parent
+        )
         os.close(fd)
         self._tmp = Path(tmp)
         self.frames = 0

@@ -32,5 +32,3 @@ def build_matcher(
             synth.name, language, speak, cache_dir=Path(settings.data_dir).expanduser() / "cache"
         )
     return WorldVoiceMatcher(avatar.voice_profile, source)
-
-

@@ -213,8 +213,15 @@ class ConversationSession:
         turn = self._utterance_turn
         partial = await self._loop.run_in_executor(self._asr_pool, utterance.feed, pcm_16k)
         if partial is not None and partial.text.strip() and turn == self.turn_id:
-            self._emit({"type": "transcript", "role": "user", "text": partial.text,
-                        "final": False, "turn_id": turn})
+            self._emit(
+                {
+                    "type": "transcript",
+                    "role": "user",
+                    "text": partial.text,
+                    "final": False,
+                    "turn_id": turn,
+                }
+            )
 
     def _on_speech_end(self, stream_time_s: float) -> None:
         if self._utterance is None:
@@ -241,8 +248,16 @@ class ConversationSession:
                 return
             language = final.language if self.language == "auto" else self.language
             timing.user_text, timing.language = text, language
-            self._emit({"type": "transcript", "role": "user", "text": text, "final": True,
-                        "turn_id": turn, "language": language})
+            self._emit(
+                {
+                    "type": "transcript",
+                    "role": "user",
+                    "text": text,
+                    "final": True,
+                    "turn_id": turn,
+                    "language": language,
+                }
+            )
             self._set_state("thinking")
             reply = await self._reply(text, language, turn, timing)
             self._history += [Message("user", text), Message("assistant", reply)]
@@ -277,8 +292,16 @@ class ConversationSession:
             async for delta in self.stages.responder.respond(self._history, text, language):
                 if not timing.first_token:
                     timing.first_token = time.monotonic()
-                self._emit({"type": "transcript", "role": "avatar", "text": delta,
-                            "final": False, "delta": True, "turn_id": turn})
+                self._emit(
+                    {
+                        "type": "transcript",
+                        "role": "avatar",
+                        "text": delta,
+                        "final": False,
+                        "delta": True,
+                        "turn_id": turn,
+                    }
+                )
                 for piece in chunker.push(delta):
                     await speak(piece)
             for piece in chunker.flush():
@@ -286,13 +309,16 @@ class ConversationSession:
         except DialogueError as exc:
             timing.error = str(exc)
             self._emit({"type": "error", "message": str(exc), "turn_id": turn})
-            fallback = self.stages.fallback_lines.get(language) or self.stages.fallback_lines.get("en", "")
+            fallback = self.stages.fallback_lines.get(language) or self.stages.fallback_lines.get(
+                "en", ""
+            )
             if fallback:
                 await speak(fallback)
         reply = " ".join(spoken)
         timing.reply_text = reply
-        self._emit({"type": "transcript", "role": "avatar", "text": reply, "final": True,
-                    "turn_id": turn})
+        self._emit(
+            {"type": "transcript", "role": "avatar", "text": reply, "final": True, "turn_id": turn}
+        )
         if not spoken:
             timing.turn_end = time.monotonic()
             self._finish_turn(timing)
@@ -309,8 +335,14 @@ class ConversationSession:
             return
         self._reported.add(timing.turn_id)
         self._on_turn(timing)
-        self._emit({"type": "turn", "turn_id": timing.turn_id, "interrupted": timing.interrupted,
-                    **timing.stage_ms()})
+        self._emit(
+            {
+                "type": "turn",
+                "turn_id": timing.turn_id,
+                "interrupted": timing.interrupted,
+                **timing.stage_ms(),
+            }
+        )
 
     # ------------------------------------------------------------------ frame side
     def next_frame(self) -> AVFrame:

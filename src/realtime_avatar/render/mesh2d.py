@@ -118,8 +118,8 @@ class Mesh2DRenderer:
         upper_reach, lower_reach = 0.5 * mouth_w, 0.6 * mouth_w
 
         def forward(x: float, y: np.ndarray) -> np.ndarray:
-            top = np.interp(x, up[:, 0], up[:, 1])
-            bottom = np.interp(x, low[:, 0], low[:, 1])
+            top = float(np.interp(x, up[:, 0], up[:, 1]))
+            bottom = float(np.interp(x, low[:, 0], low[:, 1]))
             gap = max(bottom - top, 0.0)
             d_up = 0.45 * gap * _smoothstep((y - (top - upper_reach)) / upper_reach)
             d_low = -0.55 * gap * (1.0 - _smoothstep((y - bottom) / lower_reach))
@@ -133,7 +133,10 @@ class Mesh2DRenderer:
         xs = np.broadcast_to(np.arange(x0, x1, dtype=np.float32)[None, :], src_y.shape)
         base = self._base.copy()
         base[:, x0:x1] = cv2.remap(
-            self._base, np.ascontiguousarray(xs), src_y, cv2.INTER_LINEAR,
+            self._base,
+            np.ascontiguousarray(xs),
+            src_y,
+            cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_REPLICATE,
         )
         moved = lms.copy()
@@ -145,8 +148,7 @@ class Mesh2DRenderer:
         # A soft crease where the lips meet, as closed lips show.
         crease = np.zeros(base.shape[:2], np.float32)
         line = np.stack([moved[LIP_UPPER_INNER, 0], moved[LIP_UPPER_INNER, 1]], 1)
-        cv2.polylines(crease, [np.round(line * 16).astype(np.int32)], False, 1.0, 2,
-                      cv2.LINE_AA, 4)
+        cv2.polylines(crease, [np.round(line * 16).astype(np.int32)], False, 1.0, 2, cv2.LINE_AA, 4)
         crease = cv2.GaussianBlur(crease, (0, 0), 1.0)
         base = (base.astype(np.float32) * (1.0 - 0.35 * crease[..., None])).astype(np.uint8)
         self._base = base
@@ -409,8 +411,9 @@ class Mesh2DRenderer:
         self._draw_mouth(out, coeffs, theta, params)
         return out.copy()
 
-    def _vertex_positions(self, idx: list[int], coeffs: dict[str, float], theta: float,
-                          params: FaceParams) -> np.ndarray:
+    def _vertex_positions(
+        self, idx: list[int], coeffs: dict[str, float], theta: float, params: FaceParams
+    ) -> np.ndarray:
         pts = self._lms[idx].copy()
         for key, value in coeffs.items():
             if value:
@@ -421,8 +424,9 @@ class Mesh2DRenderer:
         pts += m * (rot + np.array([params.head_dx_px, params.head_dy_px]))
         return pts
 
-    def _draw_mouth(self, out: np.ndarray, coeffs: dict[str, float], theta: float,
-                    params: FaceParams) -> None:
+    def _draw_mouth(
+        self, out: np.ndarray, coeffs: dict[str, float], theta: float, params: FaceParams
+    ) -> None:
         """Paint the mouth interior inside the displaced inner lips, with soft edges."""
         upper = self._vertex_positions(LIP_UPPER_INNER, coeffs, theta, params)
         lower = self._vertex_positions(LIP_LOWER_INNER, coeffs, theta, params)
@@ -477,7 +481,7 @@ class Mesh2DRenderer:
         under_lip = _smoothstep((ys - top) / 1.5)
         tooth_w = 0.11 * self.mouth_w * (1.0 + 0.25 * side)
         phase = np.abs(((xs - mid_x) / tooth_w) % 1.0 - 0.5)
-        gaps = 1.0 - 0.18 * np.exp(-((phase - 0.5) / 0.07) ** 2) * (ys - top > 1.0)
+        gaps = 1.0 - 0.18 * np.exp(-(((phase - 0.5) / 0.07) ** 2)) * (ys - top > 1.0)
         shade_up = (0.78 + 0.22 * under_lip) * (0.9 + 0.1 * side) * gaps
         shade_up = shade_up - 0.12 * _smoothstep((ys - top) / max(teeth_up, 1.0))
         interior = cavity + band_up[..., None] * (teeth * shade_up[..., None] - cavity)

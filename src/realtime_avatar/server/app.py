@@ -85,12 +85,18 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fas
             return
         given = request.headers.get("authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {settings.token}".encode()):
-            raise AuthError("missing or wrong bearer token; send 'Authorization: Bearer <AVATAR_TOKEN>'")
+            raise AuthError(
+                "missing or wrong bearer token; send 'Authorization: Bearer <AVATAR_TOKEN>'"
+            )
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "version": __version__, "sessions": len(sessions),
-                "max_sessions": settings.max_sessions}
+        return {
+            "status": "ok",
+            "version": __version__,
+            "sessions": len(sessions),
+            "max_sessions": settings.max_sessions,
+        }
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -98,7 +104,8 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fas
 
     @app.get("/api/v1/avatars", dependencies=[Depends(require_token)])
     async def avatars() -> dict[str, Any]:
-        names = await asyncio.to_thread(lambda: (services.ensure_default(), list_avatars(settings))[1])
+        await asyncio.to_thread(services.ensure_default)
+        names = await asyncio.to_thread(list_avatars, settings)
         return {"avatars": names, "default": "default"}
 
     @app.get("/api/v1/avatars/{name}/image", dependencies=[Depends(require_token)])

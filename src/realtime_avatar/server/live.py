@@ -132,9 +132,13 @@ class LiveServices:
             stage_ms = timing.stage_ms()
             metrics.observe_turn(stage_ms, timing.interrupted, bool(timing.error))
             record = {
-                "turn_id": timing.turn_id, "language": timing.language,
-                "user_text": timing.user_text, "reply_text": timing.reply_text,
-                "interrupted": timing.interrupted, "error": timing.error, **stage_ms,
+                "turn_id": timing.turn_id,
+                "language": timing.language,
+                "user_text": timing.user_text,
+                "reply_text": timing.reply_text,
+                "interrupted": timing.interrupted,
+                "error": timing.error,
+                **stage_ms,
             }
             try:
                 self.store.record_turn(session_id, record)

@@ -14,7 +14,9 @@ STAGE_SECONDS = Histogram(
     registry=REGISTRY,
 )
 SESSIONS = Gauge("avatar_sessions_active", "Live conversation sessions", registry=REGISTRY)
-SESSIONS_REFUSED = Counter("avatar_sessions_refused_total", "Offers refused (busy)", registry=REGISTRY)
+SESSIONS_REFUSED = Counter(
+    "avatar_sessions_refused_total", "Offers refused (busy)", registry=REGISTRY
+)
 TURNS = Counter("avatar_turns_total", "Conversation turns", ["outcome"], registry=REGISTRY)
 FRAMES = Counter("avatar_frames_sent_total", "Video frames sent to peers", registry=REGISTRY)
 

@@ -140,6 +140,7 @@ class RtcSession:
         try:
             while not self._closed:
                 frame = await track.recv()
+                assert isinstance(frame, av.AudioFrame)
                 self._last_mic = time.monotonic()
                 for out in resampler.resample(frame):
                     pcm = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
@@ -158,11 +159,15 @@ class RtcSession:
         audio_pts = 0
         try:
             while not self._closed:
-                frame: AVFrame = await loop.run_in_executor(self._render_pool, self.session.next_frame)
+                frame: AVFrame = await loop.run_in_executor(
+                    self._render_pool, self.session.next_frame
+                )
                 video = av.VideoFrame.from_ndarray(frame.rgb, format="rgb24")
                 video.pts = index * VIDEO_TICKS_PER_FRAME
                 video.time_base = Fraction(1, VIDEO_CLOCK_HZ)
-                audio = av.AudioFrame.from_ndarray(frame.audio.reshape(1, -1), format="s16", layout="mono")
+                audio = av.AudioFrame.from_ndarray(
+                    frame.audio.reshape(1, -1), format="s16", layout="mono"
+                )
                 audio.sample_rate = OUTPUT_RATE_HZ
                 audio.pts = audio_pts
                 audio.time_base = Fraction(1, OUTPUT_RATE_HZ)

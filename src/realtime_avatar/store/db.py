@@ -76,7 +76,8 @@ class Store:
         """Record a new session; returns its id."""
         session_id = uuid.uuid4().hex
         self._exec(
-            "INSERT INTO sessions (id, avatar, language, dialogue, started_unix) VALUES (?,?,?,?,?)",
+            "INSERT INTO sessions (id, avatar, language, dialogue, started_unix) "
+            "VALUES (?,?,?,?,?)",
             (session_id, avatar, language, dialogue, time.time()),
         )
         return session_id
@@ -95,10 +96,19 @@ class Store:
                user_text, reply_text, interrupted, error, asr_final_ms, first_token_ms,
                first_audio_ms, first_frame_ms, turn_end_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)""",
             (
-                session_id, turn["turn_id"], time.time(), turn.get("language"),
-                turn.get("user_text"), turn.get("reply_text"), int(bool(turn.get("interrupted"))),
-                turn.get("error") or None, turn.get("asr_final_ms"), turn.get("first_token_ms"),
-                turn.get("first_audio_ms"), turn.get("first_frame_ms"), turn.get("turn_end_ms"),
+                session_id,
+                turn["turn_id"],
+                time.time(),
+                turn.get("language"),
+                turn.get("user_text"),
+                turn.get("reply_text"),
+                int(bool(turn.get("interrupted"))),
+                turn.get("error") or None,
+                turn.get("asr_final_ms"),
+                turn.get("first_token_ms"),
+                turn.get("first_audio_ms"),
+                turn.get("first_frame_ms"),
+                turn.get("turn_end_ms"),
             ),
         )
 
@@ -117,12 +127,15 @@ class Store:
         job_id = uuid.uuid4().hex
         now = time.time()
         self._exec(
-            "INSERT INTO jobs (id, kind, state, params, created_unix, updated_unix) VALUES (?,?,?,?,?,?)",
+            "INSERT INTO jobs (id, kind, state, params, created_unix, updated_unix) "
+            "VALUES (?,?,?,?,?,?)",
             (job_id, kind, "queued", json.dumps(params), now, now),
         )
         return job_id
 
-    def update_job(self, job_id: str, state: str, result: Any = None, error: str | None = None) -> None:
+    def update_job(
+        self, job_id: str, state: str, result: Any = None, error: str | None = None
+    ) -> None:
         """Move a job to a new state."""
         self._exec(
             "UPDATE jobs SET state=?, result=?, error=?, updated_unix=? WHERE id=?",

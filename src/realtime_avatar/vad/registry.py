@@ -17,15 +17,22 @@ from .base import VoiceActivity
 DEFAULT_VAD = "silero"
 
 
+_DEFAULTS: dict[str, float] = {
+    "threshold": 0.5,
+    "neg_threshold": 0.35,
+    "min_speech_ms": 64.0,
+    "min_silence_ms": 400.0,
+}
+
+
 def _make_silero(settings: Settings, **overrides: Any) -> VoiceActivity:
     from .silero import SileroVad
 
-    options: dict[str, Any] = {
-        "threshold": getattr(settings, "vad_threshold", 0.5),
-        "neg_threshold": getattr(settings, "vad_neg_threshold", 0.35),
-        "min_speech_ms": getattr(settings, "vad_min_speech_ms", 64.0),
-        "min_silence_ms": getattr(settings, "vad_min_silence_ms", 400.0),
-    }
+    options: dict[str, Any] = {}
+    for option, default in _DEFAULTS.items():
+        # Settings may not declare these yet (or leave them None): the default holds then.
+        value = getattr(settings, f"vad_{option}", None)
+        options[option] = default if value is None else float(value)
     options.update(overrides)
     return SileroVad(**options)
 

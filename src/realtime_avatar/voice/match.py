@@ -82,7 +82,9 @@ def estimate_warp_factor(
     candidates = np.exp(np.linspace(np.log(warp_range[0]), np.log(warp_range[1]), 121))
     costs = np.empty(len(candidates))
     for i, factor in enumerate(candidates):
-        diff = (target.mean_log_envelope - warp_log_envelope(source.mean_log_envelope, grid, factor))[band]
+        diff = (
+            target.mean_log_envelope - warp_log_envelope(source.mean_log_envelope, grid, factor)
+        )[band]
         coef, *_ = np.linalg.lstsq(design, diff, rcond=None)
         residual = diff - design @ coef
         # A light prior toward no warp breaks near-ties on flat cost curves.

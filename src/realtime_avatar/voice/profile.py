@@ -56,7 +56,7 @@ def analyse(
     frame_period_ms: float = FRAME_PERIOD_MS,
     fix_octaves: bool = True,
 ) -> WorldFeatures:
-    """WORLD analysis: F0 (``dio`` fast, ``harvest`` robust) refined by StoneMask, CheapTrick, D4C."""
+    """WORLD analysis: F0 (``dio``: fast, ``harvest``: accurate), CheapTrick envelope, D4C."""
     x = np.ascontiguousarray(pcm, dtype=np.float64)
     if f0_method == "harvest":
         f0, times = pw.harvest(
@@ -120,7 +120,7 @@ def envelope_bins_hz(fft_bins: int, rate_hz: int) -> np.ndarray:
 
 
 def level_normalised_log_envelope(envelope: np.ndarray, rate_hz: int) -> np.ndarray:
-    """Natural-log envelope on ``ENVELOPE_GRID_HZ``, each frame's mean level over LEVEL_BAND_HZ removed."""
+    """Natural-log envelope on ``ENVELOPE_GRID_HZ``, less each frame's mean over LEVEL_BAND_HZ."""
     bins_hz = envelope_bins_hz(envelope.shape[1], rate_hz)
     log_env = np.log(np.maximum(envelope, 1e-20))
     # Columns of the fixed grid, by linear interpolation along frequency (all frames at once).
