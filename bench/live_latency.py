@@ -105,6 +105,11 @@ async def _run(base: str, turns: int) -> dict:
                 "voice_to_first_frame_ms": round((frame - end) * 1000, 1) if frame else None,
                 "voice_to_first_audio_ms": round((sound - end) * 1000, 1) if sound else None,
                 "server": {k: v for k, v in turn.items() if k.endswith("_ms")},
+                # Same machine, same monotonic clock: where the time goes outside the server.
+                "mic_path_ms": round((turn["speech_end_mono"] - end) * 1000, 1),
+                "output_path_ms": round((sound - turn["first_frame_mono"]) * 1000, 1)
+                if sound
+                else None,
             }
         )
     elapsed = time.monotonic() - t0
@@ -149,6 +154,12 @@ def main() -> None:
     ]
     report["voice_to_first_frame_ms"] = _summary(frames)
     report["voice_to_first_audio_ms"] = _summary(audio)
+    report["mic_path_ms"] = _summary(
+        [t["mic_path_ms"] for t in report["turns"] if "mic_path_ms" in t]
+    )
+    report["output_path_ms"] = _summary(
+        [t["output_path_ms"] for t in report["turns"] if t.get("output_path_ms") is not None]
+    )
     for stage in ("asr_final_ms", "first_token_ms", "first_audio_ms", "first_frame_ms"):
         report[f"server_{stage}"] = _summary(
             [t["server"][stage] for t in report["turns"] if t.get("server", {}).get(stage)]

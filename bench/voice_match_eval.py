@@ -278,6 +278,11 @@ def main() -> None:
                 "target_median_f0_hz": round(profile.median_f0_hz, 1),
                 "f0_ratio": round(matcher.f0_ratio, 3),
                 "warp": round(matcher.warp_factor, 3),
+                "passthrough": matcher.passthrough,
+                "true_f0_semitones": round(
+                    12 * float(np.log2(profile.median_f0_hz / source.median_f0_hz)), 2
+                ),
+                "max_eq_db": round(float(np.max(np.abs(matcher.eq_log))) * 10 / np.log(10), 2),
                 "sim_raw": round(float(np.mean(sim_raw)), 3),
                 "sim_matched": round(float(np.mean(sim_matched)), 3),
                 "sim_oracle": round(float(np.mean(sim_oracle)), 3) if sim_oracle else None,
@@ -299,6 +304,7 @@ def main() -> None:
             f"{row['target']:<15} {row['target_median_f0_hz']:>6.0f} {row['f0_ratio']:>5.2f} "
             f"{row['warp']:>5.3f} {row['sim_raw']:>8.3f} {row['sim_matched']:>8.3f} {oracle:>7} "
             f"{row['wer_raw']:>8.3f} {row['wer_matched']:>8.3f}"
+            + ("  (passthrough)" if row["passthrough"] else "")
         )
     print(f"convert RTF {rtf:.3f} (one thread, {converted_s:.1f} s of speech per target)")
     result = {

@@ -149,7 +149,12 @@ def test_final_after_partials_matches_a_one_shot_decode(tiny, english) -> None: 
 
 
 def test_final_without_trailing_silence_decodes_everything(tiny, english) -> None:  # type: ignore[no-untyped-def]
-    pcm = _padded(english[2], tail_s=0.0)
+    # Cut right after the last loud 10 ms: Piper's own trailing quiet could let it settle.
+    speech = english[2]
+    hop = ASR_RATE_HZ // 100
+    levels = np.sqrt(np.mean(speech[: len(speech) // hop * hop].reshape(-1, hop) ** 2, axis=1))
+    last_loud = int(np.flatnonzero(levels > 10 ** (-40 / 20))[-1])
+    pcm = _padded(speech[: (last_loud + 1) * hop], tail_s=0.0)
     utterance = tiny.start(turn_id=4)
     _, final = _stream(utterance, pcm)
     assert not utterance.final_reused_decode

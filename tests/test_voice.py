@@ -99,6 +99,7 @@ def test_convert_keeps_length_timings_and_loudness(
 ) -> None:
     matcher = WorldVoiceMatcher(high_voice, low_voice)
     assert isinstance(matcher, VoiceMatcher)
+    assert not matcher.passthrough
     pcm = vowel_voice(110.0, 1.0, seconds=1.7, seed=2)
     speech = _speech(pcm)
     out = matcher.convert(speech)
@@ -129,6 +130,14 @@ def test_half_strength_moves_half_way(low_voice: VoiceProfile, high_voice: Voice
     half = WorldVoiceMatcher(high_voice, low_voice, MatchOptions(f0_strength=0.5))
     full_ratio = high_voice.median_f0_hz / low_voice.median_f0_hz
     assert half.f0_ratio == pytest.approx(np.sqrt(full_ratio), rel=0.05)
+
+
+def test_target_like_the_tts_voice_passes_unchanged(low_voice: VoiceProfile) -> None:
+    # Resynthesis alone would cost quality, and there is nothing to move.
+    matcher = WorldVoiceMatcher(low_voice, low_voice)
+    assert matcher.passthrough
+    pcm = vowel_voice(110.0, 1.0, seconds=0.6, seed=4)
+    assert np.array_equal(matcher.convert(_speech(pcm)).pcm, pcm)
 
 
 def test_short_or_silent_speech_passes_unchanged(

@@ -50,7 +50,15 @@ class Settings(BaseSettings):
     # Live conversation.
     asr: str = "whisper-tiny-en"  # English default; es/zh/auto use the multilingual base
     asr_model_dir: Path | None = None  # a faster-whisper model folder the user brings
-    vad_min_silence_ms: int = 300
+    asr_multilingual: str = "whisper-base"
+    asr_compute_type: str = "int8"
+    asr_cpu_threads: int = 1
+    asr_beam_size: int = 1
+    vad: str = "silero"
+    vad_threshold: float = 0.5
+    vad_neg_threshold: float = 0.35
+    vad_min_speech_ms: float = 64.0
+    vad_min_silence_ms: float = 300.0
     language: str = "auto"
     dialogue: str = "persona"
     # OpenAI-compatible endpoint (OpenAI, Gemini, Ollama, vLLM, llama.cpp server).

@@ -38,8 +38,10 @@ from .avsync import AVSynth
 log = logging.getLogger(__name__)
 
 ECHO_GUARD_S = 0.15  # ignore the VAD this long after the avatar starts speaking
+PREROLL_S = 0.3  # the VAD starts late on soft onsets ("the..."): give ASR what came before
 HISTORY_TURNS = 8
 PARTIAL_EVERY_S = 0.6
+FIRST_CLAUSE_CHARS = 8  # "I am Ava," is worth saying on its own
 
 EventSink = Callable[[dict[str, Any]], None]
 
@@ -121,6 +123,8 @@ class ConversationSession:
         self._pending_user_text = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._mic_s = 0.0
+        self._preroll: collections.deque[np.ndarray] = collections.deque()
+        self._preroll_s = 0.0
         self._closed = False
         self._state = ""
 
@@ -166,10 +170,16 @@ class ConversationSession:
         for event in events:
             if event.kind == "start":
                 self._on_speech_start()
+                if self._utterance is not None and self._preroll:
+                    await self._feed_utterance(np.concatenate(list(self._preroll)))
             elif event.kind == "end":
                 self._on_speech_end(event.time_s)
         if self._utterance is not None:
             await self._feed_utterance(pcm_16k)
+        self._preroll.append(pcm_16k)
+        self._preroll_s += len(pcm_16k) / ASR_RATE_HZ
+        while self._preroll and self._preroll_s - len(self._preroll[0]) / ASR_RATE_HZ >= PREROLL_S:
+            self._preroll_s -= len(self._preroll.popleft()) / ASR_RATE_HZ
 
     def _on_speech_start(self) -> None:
         now = time.monotonic()
@@ -271,7 +281,8 @@ class ConversationSession:
             self._set_state("listening")
 
     async def _reply(self, text: str, language: str, turn: int, timing: TurnTimings) -> str:
-        chunker = SentenceChunker()
+        # A short first piece starts the voice sooner; later pieces may be longer.
+        chunker = SentenceChunker(min_clause_chars=FIRST_CLAUSE_CHARS)
         spoken: list[str] = []
 
         async def speak(piece: str) -> None:
@@ -340,6 +351,9 @@ class ConversationSession:
                 "type": "turn",
                 "turn_id": timing.turn_id,
                 "interrupted": timing.interrupted,
+                # Monotonic marks let a client on the same machine split the latency.
+                "speech_end_mono": timing.speech_end,
+                "first_frame_mono": timing.first_frame,
                 **timing.stage_ms(),
             }
         )
