@@ -259,6 +259,7 @@ def main() -> None:
         matcher = WorldVoiceMatcher(profile, source, options)
         sim_raw, sim_matched, sim_oracle = [], [], []
         edits = 0
+        transcripts = []
         for (pcm, rate), raw_embedding, text in zip(
             raw, raw_embeddings, TEST_SENTENCES, strict=True
         ):
@@ -269,7 +270,8 @@ def main() -> None:
             assert len(out) == len(pcm)
             sim_raw.append(float(raw_embedding @ ref_embedding))
             sim_matched.append(float(judges.embed(out, rate) @ ref_embedding))
-            edits += word_errors(text, judges.transcribe(out, rate))[0]
+            transcripts.append(judges.transcribe(out, rate))
+            edits += word_errors(text, transcripts[-1])[0]
         if not args.no_oracle:
             sim_oracle = [float(judges.embed(p, r) @ ref_embedding) for p, r in target["oracle"]]
         rows.append(
@@ -288,6 +290,7 @@ def main() -> None:
                 "sim_oracle": round(float(np.mean(sim_oracle)), 3) if sim_oracle else None,
                 "wer_raw": round(raw_edits / total_words, 3),
                 "wer_matched": round(edits / total_words, 3),
+                "matched_transcripts": transcripts,
             }
         )
     rtf = convert_s / max(converted_s, 1e-9)
