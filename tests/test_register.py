@@ -189,3 +189,12 @@ def test_names_are_validated(name: str) -> None:
 def test_unknown_avatar(fresh_data_dir: Path) -> None:
     with pytest.raises(AvatarNotFoundError, match="avatar register"):
         load_avatar("ghost")
+
+
+def test_outdated_voice_profile_is_rebuilt(fresh_data_dir: Path) -> None:
+    profile = fresh_data_dir / "avatars" / "default" / "voice_profile.npz"
+    before = load_avatar("default").voice_profile.median_f0_hz
+    profile.write_bytes(b"not a profile from this version")
+    again = load_avatar("default")
+    assert abs(again.voice_profile.median_f0_hz - before) < 0.02 * before  # same voice
+    assert load_avatar("default").voice_profile.median_f0_hz == again.voice_profile.median_f0_hz

@@ -256,6 +256,7 @@ def load_avatar(name: str, *, settings: Settings | None = None) -> Avatar:
             f"`avatar register {name} --image PHOTO --voice VOICE`"
         )
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    profile = _load_or_rebuild_profile(folder)
     bgr = cv2.imread(str(folder / "face.png"), cv2.IMREAD_COLOR)
     face_rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     return Avatar(
@@ -263,10 +264,26 @@ def load_avatar(name: str, *, settings: Settings | None = None) -> Avatar:
         path=folder,
         face_rgb=face_rgb,
         landmarks=np.load(folder / "landmarks.npy"),
-        voice_profile=VoiceProfile.load(folder / "voice_profile.npz"),
+        voice_profile=profile,
         persona=(folder / "persona.md").read_text(encoding="utf-8"),
         manifest=manifest,
     )
+
+
+def _load_or_rebuild_profile(folder: Path) -> VoiceProfile:
+    """The saved voice profile; recomputed from the kept voice sample if it is from an older
+    version of this program or damaged, so an upgrade never strands a registered avatar."""
+    path = folder / "voice_profile.npz"
+    try:
+        return VoiceProfile.load(path)
+    except (OSError, KeyError, ValueError) as exc:
+        log.warning("voice profile of %s is unreadable (%s); recomputing it", folder.name, exc)
+    pcm, rate = sf.read(folder / "voice.wav", dtype="float32", always_2d=False)
+    profile = compute_profile(np.asarray(pcm, dtype=np.float32), int(rate))
+    tmp = path.with_name(".voice_profile.tmp.npz")
+    profile.save(tmp)
+    tmp.replace(path)
+    return profile
 
 
 def list_avatars(settings: Settings | None = None) -> list[str]:
