@@ -11,7 +11,8 @@ from ..avatars.registry import Avatar
 from ..settings import Settings
 from ..tts.base import Synthesizer
 from ..voice.base import VoiceMatcher
-from ..voice.match import IdentityMatcher, WorldVoiceMatcher, source_profile_for
+from ..voice.match import IdentityMatcher, source_profile_for
+from ..voice.registry import create_matcher
 
 _lock = threading.Lock()
 
@@ -21,7 +22,7 @@ def build_matcher(
 ) -> VoiceMatcher:
     """The configured voice matcher from this synthesizer's voice to the avatar's."""
     if settings.voice_matcher == "identity":
-        return IdentityMatcher()
+        return IdentityMatcher()  # no need to measure the TTS voice
 
     def speak(text: str) -> tuple[np.ndarray, int]:
         speech = synth.synthesize(text, language)
@@ -31,4 +32,4 @@ def build_matcher(
         source = source_profile_for(
             synth.name, language, speak, cache_dir=Path(settings.data_dir).expanduser() / "cache"
         )
-    return WorldVoiceMatcher(avatar.voice_profile, source)
+    return create_matcher(settings.voice_matcher, avatar.voice_profile, source)
