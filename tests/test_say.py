@@ -139,3 +139,22 @@ def test_text_file_and_progress(data_dir: Path, tmp_path: Path) -> None:
     assert "100%" in proc.stderr and "3 sentence(s)" in proc.stderr
     _check_mp4(out)
     assert float(ffprobe(out)["format"]["duration"]) > 3.0
+
+
+def test_say_audio_the_user_brings(default_avatar, data_dir: Path, tmp_path: Path) -> None:
+    """--audio animates a recording with no phonemes: the mouth follows its loudness."""
+    import soundfile as sf
+
+    from realtime_avatar.tts.registry import get_synthesizer
+
+    speech = get_synthesizer("es").synthesize("Hola, esto es una grabación mía.", "es")
+    wav = tmp_path / "mine.wav"
+    sf.write(wav, speech.pcm, speech.sample_rate_hz)
+    out = tmp_path / "mine.mp4"
+    proc = _cli("say", "--audio", str(wav), "-o", str(out), env_dir=data_dir)
+    assert proc.returncode == 0, proc.stderr
+    _check_mp4(out)
+    frames, audio, rate = decode_av(out)
+    mouth = mouth_darkness(frames, default_avatar.landmarks)
+    lag, corr = best_lag(mouth, audio_envelope(audio, rate, len(frames)))
+    assert corr > 0.4 and 0 <= lag < 2, (lag, corr)

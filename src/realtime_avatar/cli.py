@@ -92,9 +92,29 @@ def say(
     text_file: Annotated[
         Path | None, typer.Option("--text-file", help="read the script from a file")
     ] = None,
+    audio: Annotated[
+        Path | None,
+        typer.Option("--audio", help="lip-sync this recording instead of speaking text"),
+    ] = None,
 ) -> None:
-    """Turn a script into a lip-synced talking video (H.264 + AAC MP4)."""
-    from .pipeline.script import render_script
+    """Turn a script (or a recording) into a lip-synced talking video (H.264 + AAC MP4)."""
+    from .pipeline.script import render_audio, render_script
+
+    if audio is not None:
+        if text is not None or text_file is not None:
+            _fail("give either text or --audio, not both")
+        with _progress() as bar:
+            task = bar.add_task("animating", total=None)
+            done = render_audio(
+                audio,
+                output,
+                avatar_name=avatar,
+                progress=lambda d, t: bar.update(task, completed=d, total=t),
+            )
+        console.print(
+            f"[green]wrote[/] {done.path} ({done.duration_s:.1f} s) in {done.wall_s:.1f} s"
+        )
+        return
 
     if text_file is not None:
         if text is not None:
@@ -120,6 +140,28 @@ def say(
         f"[green]wrote[/] {result.path} ({result.duration_s:.1f} s of video, "
         f"{result.sentences} sentence(s), {'/'.join(result.languages)}) in {result.wall_s:.1f} s"
     )
+
+
+@app.command("eval")
+def eval_command(
+    suite: Annotated[str, typer.Option("--suite", help="quick (minutes) or full")] = "quick",
+    out: Annotated[
+        Path, typer.Option("--out", help="folder for report.json and report.html")
+    ] = Path("eval-report"),
+) -> None:
+    """Grade the whole system with independent instruments; writes JSON and HTML."""
+    from .evaluate.runner import run_suite
+
+    if suite not in ("quick", "full"):
+        _fail(f"unknown suite {suite!r}; use --suite quick or --suite full")
+    with _progress() as bar:
+        task = bar.add_task("evaluating", total=None)
+        report = run_suite(
+            suite,
+            out,
+            progress=lambda label, d, t: bar.update(task, description=label, completed=d, total=t),
+        )
+    console.print(f"[green]wrote[/] {report} and {report.with_name('report.html')}")
 
 
 @app.command("list")

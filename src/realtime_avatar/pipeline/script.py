@@ -8,9 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..animate.mouth import AudioAnimator
 from ..avatars.registry import load_avatar
-from ..constants import FPS
+from ..constants import FPS, OUTPUT_RATE_HZ
 from ..errors import InvalidTextError
+from ..frames import Speech
+from ..media.audio import decode_audio
 from ..media.mp4 import Mp4Writer, check_output_path
 from ..render.registry import create_renderer
 from ..settings import Settings, get_settings
@@ -55,6 +58,39 @@ def _sentence_language(sentence: str, overall: str) -> str:
     if detected == overall or (len(sentence) < SWITCH_MIN_CHARS and detected != "zh"):
         return overall
     return detected
+
+
+MAX_USER_AUDIO_S = 600.0
+AUDIO_BLOCK_S = 20.0  # user audio is animated in blocks so memory stays bounded
+
+
+def render_audio(
+    audio_path: Path,
+    out_path: Path,
+    *,
+    avatar_name: str = "default",
+    settings: Settings | None = None,
+    progress: Progress | None = None,
+) -> ScriptResult:
+    """Lip-sync a recording the user brings (no TTS): the mouth follows the audio alone."""
+    started = time.perf_counter()
+    settings = settings or get_settings()
+    out_path = check_output_path(out_path)
+    pcm = decode_audio(Path(audio_path), OUTPUT_RATE_HZ, max_s=MAX_USER_AUDIO_S)
+    avatar = load_avatar(avatar_name, settings=settings)
+    renderer = create_renderer(settings.renderer, avatar.face_rgb, avatar.landmarks)
+    av_synth = AVSynth(renderer, AudioAnimator())
+    block = int(AUDIO_BLOCK_S * OUTPUT_RATE_HZ)
+    with Mp4Writer(out_path, renderer.size_px, renderer.size_px) as writer:
+        for start in range(0, len(pcm), block):
+            piece = Speech(0, "", "", pcm[start : start + block], OUTPUT_RATE_HZ)
+            for frame in av_synth.speech_frames(piece):
+                writer.write(frame.rgb, frame.audio)
+            if progress:
+                progress(min(start + block, len(pcm)), len(pcm))
+        frames = writer.frames
+    wall = time.perf_counter() - started
+    return ScriptResult(out_path, frames, frames / FPS, wall, 0, ())
 
 
 def render_script(

@@ -126,7 +126,9 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fas
         if offer.type != "offer":
             raise AvatarError(f"expected an SDP offer, got type {offer.type!r}")
         if not offer.sdp.lstrip().startswith("v=0") or "m=" not in offer.sdp:
-            raise AvatarError("the offer's sdp is not a session description (it must start with v=0)")
+            raise AvatarError(
+                "the offer's sdp is not a session description (it must start with v=0)"
+            )
         if len(sessions) >= settings.max_sessions:
             metrics.SESSIONS_REFUSED.inc()
             raise BusyError(
