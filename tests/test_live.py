@@ -8,6 +8,7 @@ mouth, the video ran at 25 fps, and talking over the avatar stopped it at once.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,8 +139,52 @@ def test_busy_and_bad_offers(server: str) -> None:
                 await c.close()
 
     asyncio.run(fill())
-    bad = httpx.post(f"{server}/api/v1/rtc/offer", json={"sdp": "nonsense", "type": "offer"}, timeout=30)
+    bad = httpx.post(
+        f"{server}/api/v1/rtc/offer", json={"sdp": "nonsense", "type": "offer"}, timeout=30
+    )
     assert bad.status_code == 400 and "v=0" in bad.json()["error"]
     assert httpx.post(f"{server}/api/v1/rtc/offer", json={"type": "offer"}).status_code == 422
     health = httpx.get(f"{server}/health").json()
     assert health["status"] == "ok"
+
+
+def test_backend_failure_gives_fallback_and_the_talk_goes_on(data_dir: Path) -> None:
+    """An OpenAI-compatible backend that is down: a short fallback line, an error, no hang."""
+    from .live_server import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    with running_server(data_dir, AVATAR_DIALOGUE="openai", AVATAR_LLM_BASE_URL=dead) as base:
+        call = AvatarCall(base, [Clip(spoken("What is your name?"), at_s=1.0)])
+
+        async def talk() -> None:
+            await call.start()
+            try:
+                error = await call.wait_for_event(_is("error"), 30)
+                assert "127.0.0.1" in error["message"]
+                await call.wait_for_event(_is("status", state="speaking"), 20)
+                await call.wait_for_event(lambda e: e.get("type") == "turn", 20)
+                # The session is still alive: a second question is heard too.
+                assert call.mic is not None
+                call.mic.say_now(spoken("Are you there?"))
+                await call.wait_for_event(
+                    lambda e: (
+                        e.get("type") == "transcript"
+                        and e.get("role") == "user"
+                        and e.get("final")
+                        and "there" in e.get("text", "").lower()
+                    ),
+                    30,
+                )
+            finally:
+                await call.close()
+
+        asyncio.run(talk())
+        fallback = call.record.texts("avatar")[0]
+        assert "sorry" in fallback.lower(), fallback
+        assert call.record.first_answer_audio(call.clips[0].speech_end_s) is not None
+        # The peer hung up: the server lets the session go.
+        for _ in range(50):
+            if httpx.get(f"{base}/health").json()["sessions"] == 0:
+                break
+            time.sleep(0.2)
+        assert httpx.get(f"{base}/health").json()["sessions"] == 0
