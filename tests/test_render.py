@@ -124,3 +124,17 @@ def test_phoneme_animator_follows_timings() -> None:
     assert track[27, 2] > 0.5  # u rounded
     fallback = AudioAnimator().mouth_track(Speech(0, "", "en", pcm * (t < 0.6), rate), 30)
     assert fallback[5, 0] > fallback[25, 0] + 0.3
+
+
+def test_trim_leading_silence_keeps_timings_aligned() -> None:
+    from realtime_avatar.pipeline.avsync import trim_leading_silence
+    from realtime_avatar.tts.registry import get_synthesizer
+
+    speech = get_synthesizer("en").synthesize("Hello there.", "en")
+    assert speech.phonemes[0].phoneme == "_" and speech.phonemes[0].end_s > 0.03
+    trimmed = trim_leading_silence(speech, 0.02)
+    cut = speech.duration_s - trimmed.duration_s
+    assert cut > 0.01
+    assert abs(trimmed.phonemes[0].end_s - 0.02) < 0.001
+    assert abs(trimmed.phonemes[-1].end_s - (speech.phonemes[-1].end_s - cut)) < 0.001
+    assert np.array_equal(trimmed.pcm, speech.pcm[len(speech.pcm) - len(trimmed.pcm) :])

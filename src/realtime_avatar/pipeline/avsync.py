@@ -7,6 +7,7 @@ construction; between utterances the same renderer plays the idle animation.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 
@@ -14,11 +15,32 @@ from ..animate.base import Animator
 from ..animate.idle import IdleMotion
 from ..animate.mouth import PhonemeAnimator
 from ..constants import OUTPUT_RATE_HZ, SAMPLES_PER_FRAME
-from ..frames import AVFrame, Speech
+from ..frames import AVFrame, PhonemeTiming, Speech, WordTiming
 from ..media.audio import float_to_int16, resample
 from ..render.base import Renderer
 
 _SILENCE = np.zeros(SAMPLES_PER_FRAME, np.int16)
+SILENCE_PHONEME = "_"
+
+
+def trim_leading_silence(speech: Speech, keep_s: float) -> Speech:
+    """Drop the synthesizer's lead-in silence beyond ``keep_s``, shifting every timing."""
+    if not speech.phonemes or speech.phonemes[0].phoneme != SILENCE_PHONEME:
+        return speech
+    cut_s = speech.phonemes[0].end_s - keep_s
+    if cut_s <= 0:
+        return speech
+    cut = int(cut_s * speech.sample_rate_hz)
+    cut_s = cut / speech.sample_rate_hz
+    phonemes = [
+        PhonemeTiming(p.phoneme, max(p.start_s - cut_s, 0.0), max(p.end_s - cut_s, 0.0))
+        for p in speech.phonemes
+    ]
+    words = [
+        WordTiming(w.word, max(w.start_s - cut_s, 0.0), max(w.end_s - cut_s, 0.0))
+        for w in speech.words
+    ]
+    return replace(speech, pcm=speech.pcm[cut:], phonemes=phonemes, words=words)
 
 
 class AVSynth:

@@ -33,7 +33,7 @@ from ..text.chunker import SentenceChunker
 from ..tts.base import Synthesizer
 from ..vad.base import VoiceActivity
 from ..voice.base import VoiceMatcher
-from .avsync import AVSynth
+from .avsync import AVSynth, trim_leading_silence
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ ECHO_GUARD_S = 0.15  # ignore the VAD this long after the avatar starts speaking
 PREROLL_S = 0.3  # the VAD starts late on soft onsets ("the..."): give ASR what came before
 HISTORY_TURNS = 8
 PARTIAL_EVERY_S = 0.6
+LEAD_IN_KEEP_S = 0.02
 FIRST_CLAUSE_CHARS = 8  # "I am Ava," is worth saying on its own
 
 EventSink = Callable[[dict[str, Any]], None]
@@ -289,7 +290,7 @@ class ConversationSession:
             if not piece.strip() or turn != self.turn_id:
                 return
             speech = await self._loop.run_in_executor(  # type: ignore[union-attr]
-                self._speech_pool, self._synthesize, piece, language, turn
+                self._speech_pool, self._synthesize, piece, language, turn, not spoken
             )
             if turn != self.turn_id:
                 return
@@ -336,9 +337,12 @@ class ConversationSession:
             self._set_state("listening")
         return reply
 
-    def _synthesize(self, text: str, language: str, turn: int) -> Speech:
+    def _synthesize(self, text: str, language: str, turn: int, first: bool = False) -> Speech:
         synth = self.stages.synthesizer_for(language)
         speech = synth.synthesize(text, language, turn_id=turn)
+        if first:
+            # The answer's first words are the latency the user feels: no lead-in silence.
+            speech = trim_leading_silence(speech, LEAD_IN_KEEP_S)
         return self.stages.matcher_for(synth, language).convert(speech)
 
     def _finish_turn(self, timing: TurnTimings) -> None:
