@@ -148,3 +148,34 @@ def test_page_conversation_in_chromium(server: str, default_avatar, tmp_path: Pa
     mouth = np.array(probe["mouth"])
     assert mouth[:, 1].max() > np.percentile(mouth[:5, 1], 95) + 60, mouth[:, 1]
     assert interrupted >= 1
+
+
+def test_page_shows_a_clear_error_with_retry(data_dir: Path, tmp_path: Path) -> None:
+    """A refused call (here: no free session) is an error state with a retry, not a spinner."""
+    from playwright.sync_api import sync_playwright
+
+    args = [
+        "--no-sandbox",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
+    with running_server(data_dir, AVATAR_MAX_SESSIONS="0") as base, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        page = browser.new_page(viewport={"width": 1280, "height": 820})
+        page.goto(base)
+        page.wait_for_selector("#avatar option", state="attached", timeout=15_000)
+        page.click("#mic")
+        page.wait_for_selector("#error:not([hidden])", timeout=15_000)
+        assert "busy" in page.inner_text("#error-text")
+        assert page.get_attribute("#status", "data-state") == "error"
+        assert page.is_visible("#retry") and page.is_enabled("#mic")
+        pill = page.locator("#status").bounding_box()
+        alert = page.locator("#error").bounding_box()
+        assert pill and alert and pill["y"] + pill["height"] < alert["y"]  # no overlap
+        page.screenshot(path=str(tmp_path / "error.png"))
+        browser.close()
