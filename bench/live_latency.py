@@ -17,19 +17,16 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from realtime_avatar.evaluate.rtc_client import MIC_RATE_HZ, AvatarCall  # noqa: E402
-from realtime_avatar.media.audio import resample  # noqa: E402
-from realtime_avatar.tts.registry import get_synthesizer  # noqa: E402
-from tests.live_server import running_server  # noqa: E402
+from realtime_avatar.evaluate.rtc_client import MIC_RATE_HZ, AvatarCall
+from realtime_avatar.evaluate.server_proc import running_server
+from realtime_avatar.media.audio import resample
+from realtime_avatar.tts.registry import get_synthesizer
 
 QUESTIONS = [
     "What is your name?",
@@ -144,8 +141,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     data_dir = Path(os.environ.get("AVATAR_DATA_DIR") or tempfile.mkdtemp(prefix="avatar-bench-"))
-    with running_server(data_dir) as base:
-        report = asyncio.run(_run(base, args.turns))
+    with running_server(data_dir, data_dir) as server:
+        report = asyncio.run(_run(server.base_url, args.turns))
     frames = [
         t["voice_to_first_frame_ms"] for t in report["turns"] if t.get("voice_to_first_frame_ms")
     ]
