@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..asr.base import Recognizer, Utterance
-from ..constants import ASR_RATE_HZ, FRAME_MS
+from ..constants import ASR_RATE_HZ
 from ..dialogue.base import DialogueError, Message, Responder
 from ..frames import AVFrame, Speech
 from ..text.chunker import SentenceChunker
@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 ECHO_GUARD_S = 0.15  # ignore the VAD this long after the avatar starts speaking
 PREROLL_S = 0.3  # the VAD starts late on soft onsets ("the..."): give ASR what came before
 HISTORY_TURNS = 8
-PARTIAL_EVERY_S = 0.6
 LEAD_IN_KEEP_S = 0.02
 FIRST_CLAUSE_CHARS = 8  # "I am Ava," is worth saying on its own
 
@@ -114,13 +113,14 @@ class ConversationSession:
         self._speaking_since = 0.0
         self._history: list[Message] = []
         self._utterance: Utterance | None = None
+        self._asr_queue: asyncio.Queue[Any] | None = None
+        self._asr_feeder_task: asyncio.Task[None] | None = None
         self._utterance_turn = -1
         self._timings: dict[int, TurnTimings] = {}
         self._reported: set[int] = set()
         self._reply_task: asyncio.Task[None] | None = None
         self._asr_pool = ThreadPoolExecutor(1, thread_name_prefix="asr")
         self._speech_pool = ThreadPoolExecutor(1, thread_name_prefix="tts")
-        self._partial_due = 0.0
         self._pending_user_text = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._mic_s = 0.0
@@ -140,6 +140,8 @@ class ConversationSession:
         self._closed = True
         if self._reply_task:
             self._reply_task.cancel()
+        if self._asr_feeder_task:
+            self._asr_feeder_task.cancel()
         self._asr_pool.shutdown(wait=False, cancel_futures=True)
         self._speech_pool.shutdown(wait=False, cancel_futures=True)
         aclose = getattr(self.stages.responder, "aclose", None)
@@ -172,11 +174,11 @@ class ConversationSession:
             if event.kind == "start":
                 self._on_speech_start()
                 if self._utterance is not None and self._preroll:
-                    await self._feed_utterance(np.concatenate(list(self._preroll)))
+                    self._feed_utterance(np.concatenate(list(self._preroll)))
             elif event.kind == "end":
                 self._on_speech_end(event.time_s)
         if self._utterance is not None:
-            await self._feed_utterance(pcm_16k)
+            self._feed_utterance(pcm_16k)
         self._preroll.append(pcm_16k)
         self._preroll_s += len(pcm_16k) / ASR_RATE_HZ
         while self._preroll and self._preroll_s - len(self._preroll[0]) / ASR_RATE_HZ >= PREROLL_S:
@@ -192,9 +194,14 @@ class ConversationSession:
         self.turn_id += 1
         timing = TurnTimings(self.turn_id, speech_start=now)
         self._timings[self.turn_id] = timing
+        if self._asr_queue is not None and self._asr_feeder_task is not None:
+            self._asr_queue.put_nowait(None)  # an utterance that never ended: let it go
         self._utterance = self.stages.recognizer.start(self.turn_id, self.language)
         self._utterance_turn = self.turn_id
-        self._partial_due = now + PARTIAL_EVERY_S
+        self._asr_queue = asyncio.Queue()
+        self._asr_feeder_task = asyncio.ensure_future(
+            self._asr_feeder(self._utterance, self._asr_queue, self.turn_id)
+        )
         self._set_state("listening", user_speaking=True)
 
     def _interrupt(self) -> None:
@@ -218,21 +225,36 @@ class ConversationSession:
             self._finish_turn(timing)
         self._emit({"type": "interrupted", "turn_id": old})
 
-    async def _feed_utterance(self, pcm_16k: np.ndarray) -> None:
-        utterance = self._utterance
-        assert utterance is not None and self._loop is not None
-        turn = self._utterance_turn
-        partial = await self._loop.run_in_executor(self._asr_pool, utterance.feed, pcm_16k)
-        if partial is not None and partial.text.strip() and turn == self.turn_id:
-            self._emit(
-                {
-                    "type": "transcript",
-                    "role": "user",
-                    "text": partial.text,
-                    "final": False,
-                    "turn_id": turn,
-                }
-            )
+    def _feed_utterance(self, pcm_16k: np.ndarray) -> None:
+        """Hand audio to the utterance's ASR feeder; the mic path never waits on decoding."""
+        assert self._asr_queue is not None
+        self._asr_queue.put_nowait(pcm_16k)
+
+    async def _asr_feeder(self, utterance: Utterance, queue: asyncio.Queue[Any], turn: int) -> None:
+        """Feed queued audio to the recognizer in order, batching what piled up meanwhile."""
+        assert self._loop is not None
+        done = False
+        while not done:
+            chunks = [await queue.get()]
+            while not queue.empty():
+                chunks.append(queue.get_nowait())
+            if chunks[-1] is None:
+                done = True
+            audio = [c for c in chunks if c is not None]
+            if not audio:
+                continue
+            pcm = np.concatenate(audio)
+            partial = await self._loop.run_in_executor(self._asr_pool, utterance.feed, pcm)
+            if partial is not None and partial.text.strip() and turn == self.turn_id:
+                self._emit(
+                    {
+                        "type": "transcript",
+                        "role": "user",
+                        "text": partial.text,
+                        "final": False,
+                        "turn_id": turn,
+                    }
+                )
 
     def _on_speech_end(self, stream_time_s: float) -> None:
         if self._utterance is None:
@@ -242,14 +264,19 @@ class ConversationSession:
         # The VAD reports when speech stopped, not when it noticed: back-date the mark.
         timing.speech_end = now - max(self._mic_s - stream_time_s, 0.0)
         utterance, turn = self._utterance, self._utterance_turn
+        feeder = self._asr_feeder_task
+        assert self._asr_queue is not None and feeder is not None
+        self._asr_queue.put_nowait(None)  # the feeder drains what is queued, then stops
         self._utterance = None
-        self._reply_task = asyncio.ensure_future(self._run_turn(utterance, turn))
+        self._asr_queue, self._asr_feeder_task = None, None
+        self._reply_task = asyncio.ensure_future(self._run_turn(utterance, turn, feeder))
 
     # ------------------------------------------------------------------ reply side
-    async def _run_turn(self, utterance: Utterance, turn: int) -> None:
+    async def _run_turn(self, utterance: Utterance, turn: int, feeder: asyncio.Task[None]) -> None:
         assert self._loop is not None
         timing = self._timings[turn]
         try:
+            await feeder  # every sample heard so far is in the utterance
             final = await self._loop.run_in_executor(self._asr_pool, utterance.finish)
             timing.asr_final = time.monotonic()
             text = " ".join(t for t in (self._pending_user_text, final.text.strip()) if t)
@@ -412,6 +439,3 @@ class ConversationSession:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(lambda: fn(*args, **kwargs))
 
-    @property
-    def frame_ms(self) -> int:
-        return FRAME_MS

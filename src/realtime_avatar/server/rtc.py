@@ -15,6 +15,7 @@ from typing import Any
 import av
 import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
 
 from .. import rtc_loopback
@@ -30,6 +31,26 @@ QUEUE_FRAMES = 3  # frames buffered toward the encoder: enough to absorb jitter,
 MIC_SILENCE_TIMEOUT_S = 60.0
 
 rtc_loopback.enable()
+
+
+MIC_PREFETCH_PACKETS = 1  # aiortc holds 4 (80 ms); the end of the user's speech waits on it
+
+
+def _shorten_mic_jitter_buffer(pc: RTCPeerConnection) -> None:
+    """Hold fewer mic packets before decoding: every one is latency at the end of a turn.
+
+    aiortc 1.16 fixes the audio prefetch at 4 packets with no option; the buffer is swapped
+    for the same class with a smaller prefetch. Guarded, so another aiortc version only
+    loses the gain.
+    """
+    for transceiver in pc.getTransceivers():
+        receiver = transceiver.receiver
+        if transceiver.kind == "audio" and hasattr(receiver, "_RTCRtpReceiver__jitter_buffer"):
+            receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(  # noqa: SLF001
+                capacity=16, prefetch=MIC_PREFETCH_PACKETS
+            )
+        elif transceiver.kind == "audio":
+            log.warning("aiortc internals changed; keeping its mic jitter buffer")
 
 
 class _QueueTrack(MediaStreamTrack):
@@ -105,6 +126,7 @@ class RtcSession:
                 await self.close(f"peer {pc.connectionState}")
 
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
+        _shorten_mic_jitter_buffer(pc)
         pc.addTrack(self.audio)
         pc.addTrack(self.video)
         await pc.setLocalDescription(await pc.createAnswer())
