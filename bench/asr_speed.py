@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from realtime_avatar.evaluate.intelligibility import error_rate
+
 TEXT = "Please send me the weather forecast for tomorrow morning."
 CHUNK = 320
 RATE = 16_000
@@ -39,13 +41,7 @@ def _words(text: str) -> list[str]:
 
 
 def _wer(reference: str, hypothesis: str) -> float:
-    ref, hyp = _words(reference), _words(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        previous, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (r != h))
-    return row[-1] / max(1, len(ref))
+    return error_rate(reference, hypothesis, "en").rate
 
 
 def _utterance_audio(tail_ms: int) -> tuple[np.ndarray, float]:

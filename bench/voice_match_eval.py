@@ -40,6 +40,7 @@ import soundfile as sf  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_default_voice import DEFAULT_OUT, load_joe, synthesize, world_shift  # noqa: E402
 
+from realtime_avatar.evaluate.intelligibility import error_rate
 from realtime_avatar.media.audio import resample  # noqa: E402
 from realtime_avatar.voice.match import MatchOptions, WorldVoiceMatcher, source_profile_for  # noqa: E402
 from realtime_avatar.voice.profile import compute_profile  # noqa: E402
@@ -112,14 +113,9 @@ def words(text: str) -> list[str]:
 
 
 def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
-    """(Levenshtein word edits, reference word count)."""
-    ref, hyp = words(reference), words(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1], len(ref)
+    """Word edit errors and reference length, with the evaluator's normalisation."""
+    rate = error_rate(reference, hypothesis, "en")
+    return rate.errors, rate.reference_length
 
 
 class Judges:

@@ -12,6 +12,7 @@ import pytest
 
 from realtime_avatar.constants import ASR_RATE_HZ
 from realtime_avatar.errors import ConfigurationError, UnsupportedLanguageError
+from realtime_avatar.evaluate.intelligibility import error_rate
 from realtime_avatar.frames import Transcript
 from realtime_avatar.media.audio import resample
 from realtime_avatar.settings import Settings, get_settings
@@ -56,13 +57,7 @@ def _words(text: str) -> list[str]:
 
 
 def _wer(reference: str, hypothesis: str) -> float:
-    ref, hyp = _words(reference), _words(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        previous, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (r != h))
-    return row[-1] / max(1, len(ref))
+    return error_rate(reference, hypothesis, "en").rate
 
 
 def _stream(utterance, pcm: np.ndarray) -> tuple[list[Transcript], Transcript]:  # type: ignore[no-untyped-def]

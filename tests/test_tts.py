@@ -14,6 +14,7 @@ from realtime_avatar.errors import (
     InvalidTextError,
     UnsupportedLanguageError,
 )
+from realtime_avatar.evaluate.intelligibility import error_rate
 from realtime_avatar.frames import Speech
 from realtime_avatar.settings import Settings
 from realtime_avatar.tts import piper as piper_module
@@ -160,17 +161,8 @@ def test_piper_round_trip_through_whisper(piper: PiperSynthesizer) -> None:
 
 
 def word_error_rate(reference: str, hypothesis: str) -> float:
-    ref = re.findall(r"[a-z']+", reference.lower())
-    hyp = re.findall(r"[a-z']+", hypothesis.lower())
-    distances = list(range(len(hyp) + 1))
-    for i, ref_word in enumerate(ref, 1):
-        previous, distances[0] = distances[0], i
-        for j, hyp_word in enumerate(hyp, 1):
-            previous, distances[j] = (
-                distances[j],
-                min(distances[j] + 1, distances[j - 1] + 1, previous + (ref_word != hyp_word)),
-            )
-    return distances[len(hyp)] / max(len(ref), 1)
+    """Word error rate with the evaluator's normalisation."""
+    return error_rate(reference, hypothesis, "en").rate
 
 
 # --- espeak-ng -----------------------------------------------------------------------
