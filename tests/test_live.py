@@ -95,6 +95,9 @@ async def _conversation(server: str) -> None:
     listening = [m for t, m in record.video if record.connected_at + 0.5 < t < question_end]
     speaking = [m for t, m in record.video if question_end < t < question_end + 6]
     assert max(speaking) > np.percentile(listening, 95) + 60, (max(speaking), max(listening))
+    # Every 20 ms of the avatar's audio track arrives (none lost to packetisation).
+    span = record.audio[-1][0] - record.audio[0][0]
+    assert len(record.audio) * 0.020 >= 0.95 * span, (len(record.audio) * 0.020, span)
     # The answer was heard: audible audio after the question, none before it.
     assert record.first_answer_audio(question_end) is not None
     assert max(r for t, r in record.audio if t < question_end) < 0.01

@@ -56,10 +56,10 @@ def _shorten_mic_jitter_buffer(pc: RTCPeerConnection) -> None:
 class _QueueTrack(MediaStreamTrack):
     """A track whose frames come from the media pump."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, depth: int = QUEUE_FRAMES) -> None:
         super().__init__()
         self.kind = kind
-        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=QUEUE_FRAMES)
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=depth)
 
     async def recv(self) -> Any:
         if self.readyState != "live":
@@ -89,7 +89,7 @@ class RtcSession:
         self.session = session
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.video = _QueueTrack("video")
-        self.audio = _QueueTrack("audio")
+        self.audio = _QueueTrack("audio", depth=2 * QUEUE_FRAMES)  # two 20 ms frames per tick
         self._on_closed = on_closed
         self._channel: Any = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -187,15 +187,19 @@ class RtcSession:
                 video = av.VideoFrame.from_ndarray(frame.rgb, format="rgb24")
                 video.pts = index * VIDEO_TICKS_PER_FRAME
                 video.time_base = Fraction(1, VIDEO_CLOCK_HZ)
-                audio = av.AudioFrame.from_ndarray(
-                    frame.audio.reshape(1, -1), format="s16", layout="mono"
-                )
-                audio.sample_rate = OUTPUT_RATE_HZ
-                audio.pts = audio_pts
-                audio.time_base = Fraction(1, OUTPUT_RATE_HZ)
-                audio_pts += len(frame.audio)
                 self.video.offer(video)
-                self.audio.offer(audio)
+                # One 20 ms audio frame per Opus packet: aiortc stamps every packet cut
+                # from one frame with that frame's timestamp, and a receiver then keeps
+                # only one of them (half the voice was lost with 40 ms frames).
+                for half in frame.audio.reshape(2, -1):
+                    audio = av.AudioFrame.from_ndarray(
+                        half.reshape(1, -1), format="s16", layout="mono"
+                    )
+                    audio.sample_rate = OUTPUT_RATE_HZ
+                    audio.pts = audio_pts
+                    audio.time_base = Fraction(1, OUTPUT_RATE_HZ)
+                    audio_pts += len(half)
+                    self.audio.offer(audio)
                 index += 1
                 self.frames_sent = index
                 # Sleep to the next tick of the steady clock; if rendering fell behind,
