@@ -178,9 +178,7 @@ class AsrJudge:
     def detect_language(self, pcm_16k: np.ndarray) -> tuple[str, float]:
         """Whisper base's language of 16 kHz audio over all its languages, with probability."""
         model = self._model("base")
-        language, probability, _all = model.detect_language(
-            np.asarray(pcm_16k, dtype=np.float32)
-        )
+        language, probability, _all = model.detect_language(np.asarray(pcm_16k, dtype=np.float32))
         return str(language), float(probability)
 
 

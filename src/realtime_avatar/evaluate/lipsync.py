@@ -99,8 +99,8 @@ class MouthMeter:
         def to_px(u: float, v: float) -> np.ndarray:
             return origin + iod * (u * x_axis + v * y_axis)
 
-        src = np.float32([to_px(left, top), to_px(right, top), to_px(left, bottom)])
-        dst = np.float32([[0, 0], [PATCH_W, 0], [0, PATCH_H]])
+        src = np.array([to_px(left, top), to_px(right, top), to_px(left, bottom)], np.float32)
+        dst = np.array([[0, 0], [PATCH_W, 0], [0, PATCH_H]], np.float32)
         affine = cv2.getAffineTransform(src, dst)
         grey = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
         return cv2.warpAffine(grey, affine, (PATCH_W, PATCH_H), flags=cv2.INTER_AREA)
@@ -255,7 +255,9 @@ def drift_ms_per_min(windows: list[WindowSync]) -> float | None:
     return float(slope)
 
 
-def on_grid(times_s: np.ndarray, values: np.ndarray, start_s: float, n: int, fps: int = FPS) -> np.ndarray:
+def on_grid(
+    times_s: np.ndarray, values: np.ndarray, start_s: float, n: int, fps: int = FPS
+) -> np.ndarray:
     """Values observed at irregular times, resampled onto a regular frame grid."""
     grid = start_s + np.arange(n) / fps
     return np.interp(grid, np.asarray(times_s, dtype=np.float64), np.asarray(values, np.float64))

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 RESEMBLYZER_RATE_HZ = 16_000
-MIN_SPEECH_S = 0.5
+MIN_SPEECH_S = 1.0  # GE2E embeddings of shorter speech are too noisy to compare
 
 
 class SpeakerJudge:
@@ -48,7 +48,8 @@ def instrument_version() -> dict[str, str]:
     weights = Path(resemblyzer.__file__).parent / "pretrained.pt"
     digest = hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else "missing"
     return {
-        "package": f"resemblyzer {metadata.version('resemblyzer')} (torch {metadata.version('torch')})",
+        "package": f"resemblyzer {metadata.version('resemblyzer')} "
+        f"(torch {metadata.version('torch')})",
         "model": "GE2E speaker encoder, pretrained.pt bundled in the package",
         "model_sha256": digest,
     }
