@@ -32,8 +32,10 @@ from .scoring import (
     intelligibility_scores,
     lipsync_scores,
     raw_tts,
+    sync_details,
     text_language_score,
     voice_scores,
+    window_details,
 )
 
 log = logging.getLogger(__name__)
@@ -448,23 +450,11 @@ def _grade_stream(
             sync = cross_correlate(mouth, envelope)
             outcome.scores += lipsync_scores(sid, sync, detail="whole call, at the client")
             if sync is not None:
-                outcome.details["lipsync"] = {
-                    "lags": sync.lags,
-                    "curve": sync.curve,
-                    "offset_ms": round(sync.offset_ms, 2),
-                }
+                outcome.details["lipsync"] = sync_details(sync)
         if "drift" in scenario.measures:
             windows = windowed(mouth, envelope, scenario.window_s)
             outcome.scores += drift_scores(sid, windows, scenario.window_s)
-            outcome.details["windows"] = [
-                {
-                    "start_s": w.start_s,
-                    "end_s": w.end_s,
-                    "offset_ms": None if w.result is None else round(w.result.offset_ms, 2),
-                    "correlation": None if w.result is None else round(w.result.peak_r, 4),
-                }
-                for w in windows
-            ]
+            outcome.details["windows"] = window_details(windows)
     samples = call.sample_frames
     if "identity" in scenario.measures:
         step = max(1, len(samples) // IDENTITY_SAMPLES)

@@ -22,7 +22,9 @@ from .scoring import (
     intelligibility_scores,
     lipsync_scores,
     raw_tts,
+    sync_details,
     voice_scores,
+    window_details,
 )
 
 log = logging.getLogger(__name__)
@@ -94,23 +96,11 @@ def run_say(scenario: Scenario, inst: Instruments, media_dir: Path) -> ScenarioO
                 "audio_db": [round(float(v), 2) for v in envelope],
             }
         if sync is not None:
-            outcome.details["lipsync"] = {
-                "lags": sync.lags,
-                "curve": sync.curve,
-                "offset_ms": round(sync.offset_ms, 2),
-            }
+            outcome.details["lipsync"] = sync_details(sync)
         if "drift" in scenario.measures:
             windows = windowed(mouth, envelope, scenario.window_s, int(round(fps)))
             outcome.scores += drift_scores(sid, windows, scenario.window_s)
-            outcome.details["windows"] = [
-                {
-                    "start_s": w.start_s,
-                    "end_s": w.end_s,
-                    "offset_ms": None if w.result is None else round(w.result.offset_ms, 2),
-                    "correlation": None if w.result is None else round(w.result.peak_r, 4),
-                }
-                for w in windows
-            ]
+            outcome.details["windows"] = window_details(windows)
     if "voice" in scenario.measures:
         raw = _raw_script(scenario, inst)
         scores, figures = voice_scores(inst, sid, audio, rate, raw)

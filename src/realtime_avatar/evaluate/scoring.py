@@ -381,3 +381,21 @@ class ScenarioOutcome:
     samples: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (caption, RGB)
     error: str = ""
     wall_s: float = 0.0
+
+
+def sync_details(sync: SyncResult) -> dict[str, Any]:
+    """The cross-correlation curve of a lip-sync measurement, for the report's plots."""
+    return {"lags": sync.lags, "curve": sync.curve, "offset_ms": round(sync.offset_ms, 2)}
+
+
+def window_details(windows: list[WindowSync]) -> list[dict[str, Any]]:
+    """Per-window lip-sync offsets and correlations, for the drift plot."""
+    return [
+        {
+            "start_s": w.start_s,
+            "end_s": w.end_s,
+            "offset_ms": None if w.result is None else round(w.result.offset_ms, 2),
+            "correlation": None if w.result is None else round(w.result.peak_r, 4),
+        }
+        for w in windows
+    ]
