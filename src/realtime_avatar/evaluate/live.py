@@ -22,8 +22,6 @@ from typing import Any
 
 import av
 import numpy as np
-from aiortc import MediaStreamTrack
-from aiortc.mediastreams import MediaStreamError
 
 from ..constants import FPS
 from ..media.audio import resample
@@ -85,33 +83,25 @@ class RecordingCall(AvatarCall):
         self.sample_frames: list[tuple[float, np.ndarray]] = []
         self._next_sample = 0.0
 
-    async def _read_video(self, track: MediaStreamTrack) -> None:
-        with contextlib.suppress(MediaStreamError):
-            while True:
-                frame = await track.recv()
-                assert isinstance(frame, av.VideoFrame)
-                now = time.monotonic()
-                rgb = frame.to_ndarray(format="rgb24")
-                opening = self.meter.opening(rgb)
-                self.mouth.append((now, opening))
-                self.record.video.append((now, opening))
-                self.record.last_frame = rgb
-                if now >= self._next_sample and len(self.sample_frames) < MAX_SAMPLE_FRAMES:
-                    self.sample_frames.append((now, rgb))
-                    self._next_sample = now + SAMPLE_FRAME_EVERY_S
+    def on_video(self, arrival: float, frame: av.VideoFrame) -> None:
+        """Measure the mouth with the evaluator's own instrument and keep sample frames."""
+        rgb = frame.to_ndarray(format="rgb24")
+        opening = self.meter.opening(rgb)
+        self.mouth.append((arrival, opening))
+        self.record.video.append((arrival, opening))
+        self.record.last_frame = rgb
+        if arrival >= self._next_sample and len(self.sample_frames) < MAX_SAMPLE_FRAMES:
+            self.sample_frames.append((arrival, rgb))
+            self._next_sample = arrival + SAMPLE_FRAME_EVERY_S
 
-    async def _read_audio(self, track: MediaStreamTrack) -> None:
-        with contextlib.suppress(MediaStreamError):
-            while True:
-                frame = await track.recv()
-                assert isinstance(frame, av.AudioFrame)
-                now = time.monotonic()
-                channels = len(frame.layout.channels)
-                pcm = frame.to_ndarray().astype(np.float32).reshape(-1, channels).mean(axis=1)
-                pcm /= 32768.0
-                self.received.rate_hz = frame.sample_rate
-                self.received.chunks.append((now, pcm))
-                self.record.audio.append((now, float(np.sqrt(np.mean(pcm**2)))))
+    def on_audio(self, arrival: float, frame: av.AudioFrame) -> None:
+        """Keep the received samples (mono) for the judges, and their level."""
+        channels = len(frame.layout.channels)
+        pcm = frame.to_ndarray().astype(np.float32).reshape(-1, channels).mean(axis=1)
+        pcm /= 32768.0
+        self.received.rate_hz = frame.sample_rate
+        self.received.chunks.append((arrival, pcm))
+        self.record.audio.append((arrival, float(np.sqrt(np.mean(pcm**2)))))
 
     async def start(self) -> None:
         """Connect with a receiver that releases audio packets as they arrive (see below)."""

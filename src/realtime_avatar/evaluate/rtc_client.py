@@ -197,26 +197,33 @@ class AvatarCall:
         patch = rgb[y0:y1, x0:x1].mean(axis=2)
         return float(np.sum(patch < DARK_LEVEL))
 
+    def on_video(self, arrival: float, frame: av.VideoFrame) -> None:
+        """Record one received video frame (subclasses measure more)."""
+        mouth = 0.0
+        if self.measure_mouth:
+            rgb = frame.to_ndarray(format="rgb24")
+            mouth = self._mouth_opening(rgb)
+            self.record.last_frame = rgb
+        self.record.video.append((arrival, mouth))
+
+    def on_audio(self, arrival: float, frame: av.AudioFrame) -> None:
+        """Record one received audio frame's level (subclasses keep the samples)."""
+        pcm = frame.to_ndarray().astype(np.float32) / 32768.0
+        self.record.audio.append((arrival, float(np.sqrt(np.mean(pcm**2)))))
+
     async def _read_video(self, track: MediaStreamTrack) -> None:
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await track.recv()
                 assert isinstance(frame, av.VideoFrame)
-                now = time.monotonic()
-                mouth = 0.0
-                if self.measure_mouth:
-                    rgb = frame.to_ndarray(format="rgb24")
-                    mouth = self._mouth_opening(rgb)
-                    self.record.last_frame = rgb
-                self.record.video.append((now, mouth))
+                self.on_video(time.monotonic(), frame)
 
     async def _read_audio(self, track: MediaStreamTrack) -> None:
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await track.recv()
                 assert isinstance(frame, av.AudioFrame)
-                pcm = frame.to_ndarray().astype(np.float32) / 32768.0
-                self.record.audio.append((time.monotonic(), float(np.sqrt(np.mean(pcm**2)))))
+                self.on_audio(time.monotonic(), frame)
 
     async def run(self, duration_s: float) -> CallRecord:
         """Connect, run for ``duration_s`` seconds after connecting, hang up."""
