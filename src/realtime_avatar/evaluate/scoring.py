@@ -12,7 +12,7 @@ from ..media.audio import resample
 from ..tts.registry import get_synthesizer
 from .identity import IdentityFrame
 from .instruments import ASR, IDENTITY, LID_AUDIO, LID_TEXT, LIPSYNC, SPEAKER, Instruments
-from .intelligibility import ASR_RATE_HZ, ModelUnavailable, error_rate
+from .intelligibility import ASR_RATE_HZ, CHARACTER_LANGUAGES, ModelUnavailable, error_rate
 from .lipsync import SyncResult, WindowSync, drift_ms_per_min
 from .manifest import Scenario
 from .scores import Score, not_measured
@@ -108,25 +108,13 @@ def intelligibility_scores(
     detail: str = "",
 ) -> tuple[list[Score], dict[str, Any]]:
     """Whisper round trip: WER (or CER) of the output against the text it should say."""
-    metric = "asr.cer" if language in ("zh", "ja", "ko") else "asr.wer"
+    metric = "asr.cer" if language in CHARACTER_LANGUAGES else "asr.wer"
     audio = resample(np.asarray(pcm, np.float32), rate_hz, ASR_RATE_HZ)
     try:
         heard, model = inst.asr.transcribe(audio, language)
-    except ModelUnavailable as error:
-        return [
-            not_measured(
-                scenario,
-                metric,
-                ASR,
-                "intelligibility",
-                str(error),
-                detail=detail,
-                language=language,
-            )
-        ], {}
-    try:
         rate = error_rate(reference, heard, language)
-    except ValueError as error:
+    except (ModelUnavailable, ValueError) as error:
+        # No judge for this language, or nothing to compare against: not measured, never 0.
         return [
             not_measured(
                 scenario,
