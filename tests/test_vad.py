@@ -55,10 +55,12 @@ def test_one_start_and_end_at_the_right_times(speech: np.ndarray) -> None:
     vad = get_vad()
     assert vad.speech_probability() == 0.0
     events = _feed(vad, pcm, 320)  # 20 ms chunks, as WebRTC delivers them
-    assert [e.kind for e in events] == ["start", "end"]
+    assert [e.kind for e in events] == ["start", "pause", "end"]
     assert events[0].time_s == pytest.approx(lead_s + true_start, abs=0.1)
-    # The end is where the silence began, not when min_silence_ms later it was detected.
-    assert events[1].time_s == pytest.approx(lead_s + true_end, abs=0.1)
+    # The end is where the silence began, not when min_silence_ms later it was detected;
+    # the early "pause" names the same place.
+    assert events[2].time_s == pytest.approx(lead_s + true_end, abs=0.1)
+    assert events[1].time_s == events[2].time_s
     assert not vad.speaking
     assert 0.0 <= vad.speech_probability() < 0.35
 
@@ -96,7 +98,7 @@ def test_silence_and_noise_give_no_events(noise: str) -> None:
 def test_chunk_size_does_not_change_the_events(speech: np.ndarray) -> None:
     pcm = np.concatenate([_silence(0.7), speech, _silence(0.9), speech, _silence(1.0)])
     reference = _feed(get_vad(), pcm, len(pcm))
-    assert [e.kind for e in reference] == ["start", "end", "start", "end"]
+    assert [e.kind for e in reference] == ["start", "pause", "end"] * 2
     for chunk in (7, 160, 320, 511, 512, 513, 4000):
         assert _feed(get_vad(), pcm, chunk) == reference, f"chunk of {chunk} samples"
 
@@ -104,12 +106,36 @@ def test_chunk_size_does_not_change_the_events(speech: np.ndarray) -> None:
 def test_min_silence_decides_whether_a_pause_splits(speech: np.ndarray) -> None:
     pause_s = 0.3
     pcm = np.concatenate([_silence(0.5), speech, _silence(pause_s), speech, _silence(1.0)])
-    long_wait = _feed(get_vad(min_silence_ms=600), pcm, 320)
-    short_wait = _feed(get_vad(min_silence_ms=150), pcm, 320)
+    long_wait = _feed(get_vad(min_silence_ms=600, pause_ms=None), pcm, 320)
+    short_wait = _feed(get_vad(min_silence_ms=150, pause_ms=None), pcm, 320)
     assert [e.kind for e in long_wait] == ["start", "end"]
     assert [e.kind for e in short_wait] == ["start", "end", "start", "end"]
     # The shorter setting also reports the final end sooner in the stream's own time.
     assert short_wait[-1].time_s == pytest.approx(long_wait[-1].time_s, abs=0.05)
+
+
+def test_a_pause_is_resumed_when_the_user_goes_on(speech: np.ndarray) -> None:
+    pcm = np.concatenate([_silence(0.5), speech, _silence(0.25), speech, _silence(1.0)])
+    events = _feed(get_vad(min_silence_ms=700, pause_ms=120), pcm, 320)
+    kinds = [e.kind for e in events]
+    # One turn; Piper's own gaps between words may add pause/resume pairs of their own.
+    assert kinds[0] == "start" and kinds[-2:] == ["pause", "end"]
+    assert kinds.count("start") == kinds.count("end") == 1
+    for kind, after in zip(kinds, kinds[1:], strict=False):
+        if kind == "pause":
+            assert after in ("resume", "end")
+    assert events[-2].time_s == events[-1].time_s
+    # The user went on where the second sentence starts, after its gap began.
+    gap_start = 0.5 + len(speech) / ASR_RATE_HZ
+    resumes = [e.time_s for e in events if e.kind == "resume"]
+    assert any(gap_start < t < gap_start + 0.25 + 0.2 for t in resumes), resumes
+
+
+def test_pause_must_come_before_the_end() -> None:
+    with pytest.raises(ConfigurationError, match="pause_ms"):
+        get_vad(min_silence_ms=300, pause_ms=300)
+    with pytest.raises(ConfigurationError, match="pause_ms"):
+        get_vad(pause_ms=0)
 
 
 def test_reset_starts_a_new_stream(speech: np.ndarray) -> None:

@@ -58,7 +58,10 @@ class Settings(BaseSettings):
     vad_threshold: float = 0.5
     vad_neg_threshold: float = 0.35
     vad_min_speech_ms: float = 64.0
-    vad_min_silence_ms: float = 300.0
+    vad_min_silence_ms: float = 300.0  # silence that ends the user's turn
+    # Silence after which the reply starts speculatively (transcript, first words), held
+    # back until the turn really ends and dropped if the user goes on; None turns it off.
+    vad_pause_ms: float | None = 120.0
     language: str = "auto"
     dialogue: str = "persona"
     # OpenAI-compatible endpoint (OpenAI, Gemini, Ollama, vLLM, llama.cpp server).

@@ -16,6 +16,13 @@ class Utterance(Protocol):
         """Add float32 mono 16 kHz audio; may return a partial transcript (``final=False``)."""
         ...
 
+    def peek(self) -> Transcript:
+        """What ``finish`` would say if the audio ended now (``final=False``); feeding may go on.
+
+        The session asks at a pause, to start the reply before the turn is certain.
+        """
+        ...
+
     def finish(self) -> Transcript:
         """The final transcript of everything fed (``final=True``), with its language."""
         ...

@@ -123,6 +123,15 @@ class SphinxUtterance:
             self.partials += 1
             return Transcript(self.turn_id, text, final=False, language="en")
 
+    def peek(self) -> Transcript:
+        """The best hypothesis so far (the final may still differ slightly)."""
+        with self._lock:
+            if self._final is not None:
+                return self._final
+            hypothesis = self._decoder.hyp() if self._decoder is not None else None
+            text = hypothesis.hypstr.strip() if hypothesis is not None else ""
+            return Transcript(self.turn_id, text, final=False, language="en")
+
     def finish(self) -> Transcript:
         """End the utterance: the final transcript (idempotent)."""
         with self._lock:

@@ -433,6 +433,7 @@ class WhisperUtterance:
         self.decode_seconds = 0.0  # time spent decoding, the final included
         self.final_reused_decode = False  # the final came from a decode made in ``feed``
         self.finish_seconds = 0.0  # time ``finish()`` took
+        self.peek_seconds = 0.0  # time the latest ``peek()`` took
 
     def feed(self, pcm_16k: np.ndarray) -> Transcript | None:
         """Add float32 mono 16 kHz audio; may decode and return a partial transcript.
@@ -462,28 +463,34 @@ class WhisperUtterance:
             self.partials += 1
             return Transcript(self.turn_id, decoded.text, final=False, language=decoded.language)
 
+    def peek(self) -> Transcript:
+        """What ``finish`` would return if the audio ended now; feeding may go on.
+
+        Decodes everything fed with the full-context retry, unless the latest decode
+        already heard it all; ``finish`` reuses this decode while nothing louder follows.
+        """
+        with self._lock:
+            if self._final is not None:
+                return self._final
+            started = time.perf_counter()
+            decoded = self._settled_decode()
+            self.peek_seconds = time.perf_counter() - started
+            if decoded is None:
+                language = self._language or self._recognizer.default_language
+                return Transcript(self.turn_id, "", final=False, language=language)
+            return Transcript(self.turn_id, decoded.text, final=False, language=decoded.language)
+
     def finish(self) -> Transcript:
         """The final transcript of everything fed, with its language (idempotent)."""
         with self._lock:
             if self._final is not None:
                 return self._final
             started = time.perf_counter()
-            recognizer = self._recognizer
-            if self._samples == 0 or self._peak_level < _DIGITAL_SILENCE_RMS:
-                language = self._language or recognizer.default_language
+            decoded = self._settled_decode()
+            if decoded is None:
+                language = self._language or self._recognizer.default_language
                 self._final = Transcript(self.turn_id, "", final=True, language=language)
             else:
-                decoded = self._last
-                reuse = (
-                    recognizer.reuse_settled_decode
-                    and decoded is not None
-                    and self._settled_at(decoded.samples)
-                )
-                if not reuse:
-                    decoded = self._run_decode()
-                else:
-                    self.final_reused_decode = True
-                assert decoded is not None
                 self._final = Transcript(
                     self.turn_id, decoded.text, final=True, language=decoded.language
                 )
@@ -500,6 +507,22 @@ class WhisperUtterance:
             self._levels = []
 
     # -- internals ----------------------------------------------------------------------
+
+    def _settled_decode(self) -> Decoded | None:
+        """A decode of everything said so far (reused when still valid); None if silent."""
+        if self._samples == 0 or self._peak_level < _DIGITAL_SILENCE_RMS:
+            return None
+        decoded = self._last
+        reuse = (
+            self._recognizer.reuse_settled_decode
+            and decoded is not None
+            and self._settled_at(decoded.samples)
+        )
+        if reuse:
+            self.final_reused_decode = True
+            return decoded
+        self.final_reused_decode = False
+        return self._run_decode()
 
     def _audio(self) -> np.ndarray:
         if len(self._chunks) > 1:

@@ -10,9 +10,14 @@ import numpy as np
 
 @dataclass(frozen=True, slots=True)
 class VadEvent:
-    """Speech began (``start``) or ended (``end``) at ``time_s`` into the stream."""
+    """Speech began (``start``) or ended (``end``) at ``time_s`` into the stream.
 
-    kind: str  # "start" | "end"
+    Detectors may also report a likely end early (``pause``, at where the silence began)
+    and its cancellation (``resume``, where speech came back); an ``end`` or ``resume``
+    always follows a ``pause``.
+    """
+
+    kind: str  # "start" | "end" | "pause" | "resume"
     time_s: float
 
 

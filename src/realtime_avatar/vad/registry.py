@@ -1,8 +1,9 @@
 """Which voice activity detector a session uses: settings names mapped to factories.
 
 Settings read (all optional, defaults below): ``vad`` (name), ``vad_threshold``,
-``vad_neg_threshold``, ``vad_min_speech_ms``, ``vad_min_silence_ms``. Detectors hold
-per-session state, so every call makes a new instance; the model underneath is shared.
+``vad_neg_threshold``, ``vad_min_speech_ms``, ``vad_min_silence_ms``, ``vad_pause_ms``.
+Detectors hold per-session state, so every call makes a new instance; the model underneath
+is shared.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ _DEFAULTS: dict[str, float] = {
     "min_speech_ms": 64.0,
     "min_silence_ms": 400.0,
 }
+_OPTIONAL = ("pause_ms",)  # None unless settings or the caller set it
 
 
 def _make_silero(settings: Settings, **overrides: Any) -> VoiceActivity:
@@ -33,6 +35,9 @@ def _make_silero(settings: Settings, **overrides: Any) -> VoiceActivity:
         # Settings may not declare these yet (or leave them None): the default holds then.
         value = getattr(settings, f"vad_{option}", None)
         options[option] = default if value is None else float(value)
+    for option in _OPTIONAL:
+        value = getattr(settings, f"vad_{option}", None)
+        options[option] = None if value is None else float(value)
     options.update(overrides)
     return SileroVad(**options)
 

@@ -11,6 +11,10 @@ stays at or above ``threshold`` for ``min_speech_ms``, and ends once it has stay
 ``neg_threshold`` for ``min_silence_ms``. Event times are positions in the stream: a
 "start" is where the run of speech frames began, an "end" is where the silence began
 (not the later moment when it was long enough to be sure).
+
+Between the two, a "pause" fires once the silence has lasted ``pause_ms`` (the user has
+probably finished: a session may start its reply speculatively), and a "resume" if
+confident speech comes back before the "end" (they had not: drop the speculation).
 """
 
 from __future__ import annotations
@@ -105,12 +109,14 @@ class SileroVad:
         min_speech_ms: float = 64.0,
         min_silence_ms: float = 400.0,
         model_path: Path | None = None,
+        pause_ms: float | None = None,
     ) -> None:
         """Load the shared model (once per process) and start with empty state.
 
         ``threshold``/``neg_threshold``: probabilities that start / end speech;
         ``min_speech_ms``: how long speech must last before "start" fires;
-        ``min_silence_ms``: how long silence must last before "end" fires.
+        ``min_silence_ms``: how long silence must last before "end" fires;
+        ``pause_ms``: how long silence must last before "pause" fires (``None``: never).
         """
         if not 0.0 < neg_threshold <= threshold < 1.0:
             raise ConfigurationError(
@@ -119,11 +125,24 @@ class SileroVad:
             )
         if min_speech_ms < 0 or min_silence_ms < 0:
             raise ConfigurationError("VAD min_speech_ms and min_silence_ms must be >= 0.")
+        if pause_ms is not None and not 0 < pause_ms < min_silence_ms:
+            raise ConfigurationError(
+                f"VAD pause_ms must be between 0 and min_silence_ms ({min_silence_ms:g}); "
+                f"got {pause_ms:g}."
+            )
         self.threshold = threshold
         self.neg_threshold = neg_threshold
         # Counted in whole frames: a run of n frames lasts n * 32 ms.
         self._min_speech_frames = max(1, int(np.ceil(min_speech_ms / 1000.0 / FRAME_S - 1e-9)))
         self._min_silence_frames = max(1, int(np.ceil(min_silence_ms / 1000.0 / FRAME_S - 1e-9)))
+        self._pause_frames = (
+            None
+            if pause_ms is None
+            else min(
+                max(1, int(np.ceil(pause_ms / 1000.0 / FRAME_S - 1e-9))),
+                self._min_silence_frames - 1,
+            )
+        )
         self._model = _load_model(model_path or default_model_path())
         self.reset()
 
@@ -138,6 +157,7 @@ class SileroVad:
         self._probability = 0.0
         self._speech_run_start: int | None = None  # first frame of the current run >= threshold
         self._silence_start: int | None = None  # first frame below neg_threshold while speaking
+        self._paused = False  # a "pause" fired for the current silence
 
     @property
     def speaking(self) -> bool:
@@ -211,14 +231,22 @@ class SileroVad:
         # one, as in Silero's own get_speech_timestamps; only confident speech cancels it.
         if probability >= self.threshold:
             self._silence_start = None
+            if self._paused:
+                self._paused = False
+                return VadEvent("resume", index * FRAME_S)
         elif probability < self.neg_threshold and self._silence_start is None:
             self._silence_start = index
-        if (
-            self._silence_start is not None
-            and index + 1 - self._silence_start >= self._min_silence_frames
-        ):
+        if self._silence_start is None:
+            return None
+        silent_frames = index + 1 - self._silence_start
+        if silent_frames >= self._min_silence_frames:
             self._speaking = False
+            self._paused = False
             end = self._silence_start
             self._silence_start = None
             return VadEvent("end", end * FRAME_S)
+        if self._pause_frames is not None and not self._paused:
+            if silent_frames >= self._pause_frames:
+                self._paused = True
+                return VadEvent("pause", self._silence_start * FRAME_S)
         return None
