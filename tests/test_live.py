@@ -19,6 +19,7 @@ import pytest
 from realtime_avatar.evaluate.rtc_client import MIC_RATE_HZ, AvatarCall, Clip
 from realtime_avatar.media.audio import resample
 from realtime_avatar.tts.registry import get_synthesizer
+from realtime_avatar.vad.registry import get_vad
 
 from .live_server import running_server
 
@@ -191,3 +192,50 @@ def test_backend_failure_gives_fallback_and_the_talk_goes_on(data_dir: Path) -> 
                 break
             time.sleep(0.2)
         assert httpx.get(f"{base}/health").json()["sessions"] == 0
+
+
+def _trimmed(text: str) -> np.ndarray:
+    """Speech cut right after its last loud 10 ms, so the gap after it is known."""
+    speech = get_synthesizer("en").synthesize(text, "en")
+    pcm = resample(speech.pcm, speech.sample_rate_hz, MIC_RATE_HZ) * 0.8
+    hop = MIC_RATE_HZ // 100
+    levels = np.sqrt(np.mean(pcm[: len(pcm) // hop * hop].reshape(-1, hop) ** 2, axis=1))
+    return pcm[: (int(np.flatnonzero(levels > 0.01)[-1]) + 1) * hop]
+
+
+def test_a_pause_mid_question_is_not_the_end_of_the_turn(data_dir: Path) -> None:
+    # A 350 ms pause: past the VAD's 120 ms "pause" (a reply starts, held back) and short of
+    # its 700 ms end here. The held reply must be dropped unheard; one answer to both halves.
+    gap = np.zeros(int(0.35 * MIC_RATE_HZ), np.float32)
+    pcm = np.concatenate([_trimmed("What is your name"), gap, spoken("and where do you run?")])
+    # The same audio through the same VAD settings pauses and resumes in the gap.
+    vad = get_vad(min_silence_ms=700, pause_ms=120)
+    lead = np.zeros(MIC_RATE_HZ, np.float32)
+    kinds = [e.kind for e in vad.feed(resample(np.concatenate([lead, pcm]), MIC_RATE_HZ, 16000))]
+    assert kinds[:3] == ["start", "pause", "resume"], kinds
+    with running_server(
+        data_dir, AVATAR_VAD_MIN_SILENCE_MS="700", AVATAR_VAD_PAUSE_MS="120"
+    ) as base:
+        asyncio.run(_one_turn_for_two_halves(base, pcm))
+
+
+async def _one_turn_for_two_halves(base: str, pcm: np.ndarray) -> None:
+    call = AvatarCall(base, [Clip(pcm, at_s=1.0)])
+    await call.start()
+    try:
+        turn = await call.wait_for_event(_is("turn", interrupted=False), 40)
+        await asyncio.sleep(0.5)
+        finals = [
+            e
+            for _, e in call.record.events
+            if e.get("type") == "transcript" and e.get("role") == "user" and e.get("final")
+        ]
+        assert len(finals) == 1, finals
+        said = finals[0]["text"].lower()
+        assert "name" in said and "run" in said, said
+        # The answer spoke to the whole question, and was prepared during the final pause.
+        assert len(call.record.texts("avatar")) == 1
+        assert turn["speculative"]
+        assert not [e for _, e in call.record.events if e.get("type") == "interrupted"]
+    finally:
+        await call.close()

@@ -23,13 +23,16 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.mediastreams import MediaStreamError
 
 from .. import rtc_loopback
+from ..constants import FPS
 from ..face.landmarks import LIP_LOWER_OUTER, LIP_UPPER_OUTER, face_mesh
+from ..rtc_buffers import use_low_latency_buffers
 
 rtc_loopback.enable()
 
 MIC_RATE_HZ = 48_000
 MIC_FRAME = 960  # 20 ms
 DARK_LEVEL = 70  # grey level under which a mouth pixel counts as open-mouth dark
+VIDEO_TICKS_PER_FRAME = 90_000 // FPS  # RTP video clock
 
 
 @dataclass
@@ -75,7 +78,8 @@ class ScriptedMic(MediaStreamTrack):
     async def recv(self) -> av.AudioFrame:
         if self._start == 0.0:
             self._start = time.monotonic()
-        due = self._start + self._sent / MIC_RATE_HZ
+        # A microphone hands over 20 ms of sound once it has been spoken, not before.
+        due = self._start + (self._sent + MIC_FRAME) / MIC_RATE_HZ
         delay = due - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -109,6 +113,8 @@ class CallRecord:
 
     events: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     video: list[tuple[float, float]] = field(default_factory=list)  # (arrival, mouth opening)
+    # RTP time of each video frame, in frames since the first one received.
+    video_ticks: list[int] = field(default_factory=list)
     audio: list[tuple[float, float]] = field(default_factory=list)  # (arrival, rms)
     connected_at: float = 0.0
     session_id: str = ""
@@ -150,6 +156,24 @@ class CallRecord:
                 last = t
         return last
 
+    def video_origin_index(self) -> int | None:
+        """The server's frame index of the first video frame received (its "media" event)."""
+        for _, event in self.events:
+            if event.get("type") == "media" and "video_origin_index" in event:
+                return int(event["video_origin_index"])
+        return None
+
+    def arrival_of_frame(self, index: int) -> float | None:
+        """When the frame with the server's frame ``index`` arrived (None if it did not)."""
+        origin = self.video_origin_index()
+        if origin is None or index < 0:
+            return None
+        wanted = index - origin
+        for (arrival, _), tick in zip(self.video, self.video_ticks, strict=True):
+            if tick == wanted:
+                return arrival
+        return None
+
     def texts(self, role: str) -> list[str]:
         """Final transcript texts of one role, in order."""
         return [
@@ -172,12 +196,16 @@ class AvatarCall:
         language: str | None = None,
         dialogue: str | None = None,
         measure_mouth: bool = True,
+        low_latency: bool = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.clips = clips
         self.token = token
         self.options = {"avatar": avatar, "language": language, "dialogue": dialogue}
         self.measure_mouth = measure_mouth
+        # Hand frames over when complete, as a browser does, rather than aiortc's holds
+        # (audio 80 ms, video one frame): arrival times then measure the server.
+        self.low_latency = low_latency
         self.record = CallRecord()
         self._mouth_box: tuple[int, int, int, int] | None = None
         self._pc: RTCPeerConnection | None = None
@@ -205,6 +233,7 @@ class AvatarCall:
             mouth = self._mouth_opening(rgb)
             self.record.last_frame = rgb
         self.record.video.append((arrival, mouth))
+        self.record.video_ticks.append(int(frame.pts or 0) // VIDEO_TICKS_PER_FRAME)
 
     def on_audio(self, arrival: float, frame: av.AudioFrame) -> None:
         """Record one received audio frame's level (subclasses keep the samples)."""
@@ -253,6 +282,8 @@ class AvatarCall:
         self.mic = ScriptedMic(self.clips)
         pc.addTrack(self.mic)
         pc.addTransceiver("video", direction="recvonly")
+        if self.low_latency:
+            use_low_latency_buffers(pc, audio=True, video=True)
         channel = pc.createDataChannel("events")
 
         @channel.on("message")

@@ -31,6 +31,7 @@ class RunningServer:
     base_url: str
     ready_s: float
     log_path: Path
+    pid: int = 0  # the server process, for CPU and memory readings
 
 
 def free_port() -> int:
@@ -70,7 +71,7 @@ def running_server(data_dir: Path, log_dir: Path, **env: str) -> Iterator[Runnin
                 time.sleep(0.3)
             ready = time.monotonic() - started
             log.info("server ready at %s after %.1f s", base, ready)
-            yield RunningServer(base, ready, log_path)
+            yield RunningServer(base, ready, log_path, proc.pid)
         finally:
             proc.terminate()
             try:

@@ -9,6 +9,12 @@ The session knows nothing of WebRTC. The transport feeds it 16 kHz mic audio and
 Barge-in is one mechanism: a new utterance bumps ``turn_id``; the reply task of the old
 turn is cancelled and every queued frame of an older turn is dropped, so the very next
 frame is the idle face.
+
+Speculation hides the wait for the end of the turn: when the VAD reports a pause (the
+user has probably finished), the session decodes what it heard and starts the reply at
+once, holding back its speech and its events. When the VAD confirms the end and the final
+transcript is the same, the held reply is released and the first words play at once; if
+the user goes on talking, or the final differs, the speculation is dropped unheard.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +34,7 @@ import numpy as np
 from ..asr.base import Recognizer, Utterance
 from ..constants import ASR_RATE_HZ
 from ..dialogue.base import DialogueError, Message, Responder
-from ..frames import AVFrame, Speech
+from ..frames import AVFrame, Speech, Transcript
 from ..text.chunker import SentenceChunker
 from ..tts.base import Synthesizer
 from ..vad.base import VoiceActivity
@@ -42,6 +48,7 @@ PREROLL_S = 0.3  # the VAD starts late on soft onsets ("the..."): give ASR what 
 HISTORY_TURNS = 8
 LEAD_IN_KEEP_S = 0.02
 FIRST_CLAUSE_CHARS = 8  # "I am Ava," is worth saying on its own
+FIRST_PHRASE_CHARS = 24  # a longer first clause is cut before "and", "with", "from"...
 
 EventSink = Callable[[dict[str, Any]], None]
 
@@ -64,6 +71,8 @@ class TurnTimings:
     interrupted: bool = False
     error: str = ""
     first_frame_index: int = -1
+    last_frame_index: int = -1
+    speculative: bool = False  # the reply was prepared during the pause, before the end
 
     def stage_ms(self) -> dict[str, float]:
         """Each stage's mark in ms after the end of the user's speech."""
@@ -74,6 +83,30 @@ class TurnTimings:
             if mark and base:
                 out[f"{name}_ms"] = round((mark - base) * 1000.0, 1)
         return out
+
+
+@dataclass
+class _Speculation:
+    """A reply started at a pause: its speech and events wait for ``release``."""
+
+    turn: int
+    transcript: Transcript | None = None  # what the peek heard (set when it returns)
+    task: asyncio.Task[None] | None = None
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    held: list[Callable[[], None]] = field(default_factory=list)  # events until release
+
+    def later(self, action: Callable[[], None]) -> None:
+        """Run ``action`` now if released, else when released (never if dropped)."""
+        if self.released.is_set():
+            action()
+        else:
+            self.held.append(action)
+
+    def release(self) -> None:
+        self.released.set()
+        held, self.held = self.held, []
+        for action in held:
+            action()
 
 
 @dataclass
@@ -119,6 +152,7 @@ class ConversationSession:
         self._timings: dict[int, TurnTimings] = {}
         self._reported: set[int] = set()
         self._reply_task: asyncio.Task[None] | None = None
+        self._speculation: _Speculation | None = None
         self._asr_pool = ThreadPoolExecutor(1, thread_name_prefix="asr")
         self._speech_pool = ThreadPoolExecutor(1, thread_name_prefix="tts")
         self._pending_user_text = ""
@@ -138,6 +172,7 @@ class ConversationSession:
     async def close(self) -> None:
         """Cancel work in flight and release the worker threads."""
         self._closed = True
+        self._drop_speculation()
         if self._reply_task:
             self._reply_task.cancel()
         if self._asr_feeder_task:
@@ -175,6 +210,10 @@ class ConversationSession:
                 self._on_speech_start()
                 if self._utterance is not None and self._preroll:
                     self._feed_utterance(np.concatenate(list(self._preroll)))
+            elif event.kind == "pause":
+                self._on_pause()
+            elif event.kind == "resume":
+                self._drop_speculation()
             elif event.kind == "end":
                 self._on_speech_end(event.time_s)
         if self._utterance is not None:
@@ -208,6 +247,7 @@ class ConversationSession:
         """Barge-in: drop the old turn everywhere; the next frame is the idle face."""
         old = self.turn_id
         had_audio = self._playing_turn == old
+        self._drop_speculation()
         if self._reply_task:
             self._reply_task.cancel()
             self._reply_task = None
@@ -231,30 +271,49 @@ class ConversationSession:
         self._asr_queue.put_nowait(pcm_16k)
 
     async def _asr_feeder(self, utterance: Utterance, queue: asyncio.Queue[Any], turn: int) -> None:
-        """Feed queued audio to the recognizer in order, batching what piled up meanwhile."""
+        """Feed queued audio to the recognizer in order, batching what piled up meanwhile.
+
+        A future in the queue asks for a peek: it is answered once every sample queued
+        before it was fed.
+        """
         assert self._loop is not None
         done = False
         while not done:
             chunks = [await queue.get()]
-            while not queue.empty():
+            while not queue.empty() and isinstance(chunks[-1], np.ndarray):
                 chunks.append(queue.get_nowait())
             if chunks[-1] is None:
                 done = True
+            request = chunks.pop() if isinstance(chunks[-1], asyncio.Future) else None
             audio = [c for c in chunks if c is not None]
-            if not audio:
-                continue
-            pcm = np.concatenate(audio)
-            partial = await self._loop.run_in_executor(self._asr_pool, utterance.feed, pcm)
-            if partial is not None and partial.text.strip() and turn == self.turn_id:
-                self._emit(
-                    {
-                        "type": "transcript",
-                        "role": "user",
-                        "text": partial.text,
-                        "final": False,
-                        "turn_id": turn,
-                    }
-                )
+            if audio:
+                await self._feed_partial(utterance, np.concatenate(audio), turn)
+            if request is not None and not request.done():
+                try:
+                    began = time.monotonic()
+                    heard = await self._loop.run_in_executor(self._asr_pool, utterance.peek)
+                    log.debug("turn %d: peek took %.0f ms", turn, (time.monotonic() - began) * 1e3)
+                except Exception as exc:  # noqa: BLE001 - the turn's final decides then
+                    if not request.done():
+                        request.set_exception(exc)
+                else:
+                    if not request.done():  # a dropped speculation cancelled it meanwhile
+                        request.set_result(heard)
+
+    async def _feed_partial(self, utterance: Utterance, pcm: np.ndarray, turn: int) -> None:
+        """Feed audio; show the partial transcript it may give."""
+        assert self._loop is not None
+        partial = await self._loop.run_in_executor(self._asr_pool, utterance.feed, pcm)
+        if partial is not None and partial.text.strip() and turn == self.turn_id:
+            self._emit(
+                {
+                    "type": "transcript",
+                    "role": "user",
+                    "text": partial.text,
+                    "final": False,
+                    "turn_id": turn,
+                }
+            )
 
     def _on_speech_end(self, stream_time_s: float) -> None:
         if self._utterance is None:
@@ -269,60 +328,161 @@ class ConversationSession:
         self._asr_queue.put_nowait(None)  # the feeder drains what is queued, then stops
         self._utterance = None
         self._asr_queue, self._asr_feeder_task = None, None
-        self._reply_task = asyncio.ensure_future(self._run_turn(utterance, turn, feeder))
+        speculation, self._speculation = self._speculation, None
+        self._reply_task = asyncio.ensure_future(
+            self._commit_turn(utterance, turn, feeder, speculation)
+        )
+
+    # ------------------------------------------------------------------ speculation
+    def _on_pause(self) -> None:
+        """The user has probably finished: hear what they said and start the reply, held."""
+        if self._utterance is None or self._asr_queue is None or self._loop is None:
+            return
+        self._drop_speculation()
+        turn = self._utterance_turn
+        request: asyncio.Future[Transcript] = self._loop.create_future()
+        self._asr_queue.put_nowait(request)  # answered once everything heard so far is fed
+        speculation = _Speculation(turn)
+
+        async def heard() -> Transcript:
+            transcript = await request
+            speculation.transcript = transcript
+            return transcript
+
+        speculation.task = asyncio.ensure_future(self._run_turn(turn, heard, speculation))
+        # A dropped speculation's failure is nobody's business: retrieve it, say nothing.
+        speculation.task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._speculation = speculation
+
+    def _drop_speculation(self) -> None:
+        """The user went on (or the session ends): forget the held reply, unheard."""
+        speculation, self._speculation = self._speculation, None
+        if speculation is not None and speculation.task is not None:
+            speculation.task.cancel()
+
+    async def _commit_turn(
+        self,
+        utterance: Utterance,
+        turn: int,
+        feeder: asyncio.Task[None],
+        speculation: _Speculation | None,
+    ) -> None:
+        """The turn has ended: release the held reply if it heard the same, else reply now."""
+        assert self._loop is not None
+        loop = self._loop
+
+        async def final() -> Transcript:
+            await feeder  # every sample heard so far is in the utterance
+            return await loop.run_in_executor(self._asr_pool, utterance.finish)
+
+        if speculation is not None and speculation.task is not None:
+            try:
+                heard: Transcript | None = await final()
+            except Exception:  # noqa: BLE001 - the plain path below meets it again and says so
+                heard = None
+            task = speculation.task
+            failed = task.done() and (task.cancelled() or task.exception() is not None)
+            guessed = speculation.transcript
+            if (
+                heard is not None
+                and guessed is not None
+                and heard.text.strip() == guessed.text.strip()
+                and not failed
+            ):
+                speculation.release()
+                await task
+                return
+            task.cancel()
+        await self._run_turn(turn, final, None)
 
     # ------------------------------------------------------------------ reply side
-    async def _run_turn(self, utterance: Utterance, turn: int, feeder: asyncio.Task[None]) -> None:
-        assert self._loop is not None
+    async def _run_turn(
+        self,
+        turn: int,
+        heard: Callable[[], Awaitable[Transcript]],
+        speculation: _Speculation | None,
+    ) -> None:
+        """Answer what ``heard`` returns; under a speculation, speech and events are held."""
         timing = self._timings[turn]
+        later = speculation.later if speculation is not None else (lambda action: action())
         try:
-            await feeder  # every sample heard so far is in the utterance
-            final = await self._loop.run_in_executor(self._asr_pool, utterance.finish)
-            timing.asr_final = time.monotonic()
-            text = " ".join(t for t in (self._pending_user_text, final.text.strip()) if t)
-            self._pending_user_text = ""
+            transcript = await heard()
+            asr_done = time.monotonic()
+            # What the user said before an interruption they made themselves is kept; a
+            # speculation reads it but leaves it until released, as it may be dropped.
+            text = " ".join(t for t in (self._pending_user_text, transcript.text.strip()) if t)
+            if speculation is None:
+                self._pending_user_text = ""
             if not text:
-                self._set_state("listening")
+                later(lambda: self._set_state("listening"))
                 return
-            language = final.language if self.language == "auto" else self.language
-            timing.user_text, timing.language = text, language
-            self._emit(
-                {
-                    "type": "transcript",
-                    "role": "user",
-                    "text": text,
-                    "final": True,
-                    "turn_id": turn,
-                    "language": language,
-                }
-            )
-            self._set_state("thinking")
-            reply = await self._reply(text, language, turn, timing)
+            language = transcript.language if self.language == "auto" else self.language
+
+            def announce() -> None:
+                timing.asr_final = asr_done
+                timing.user_text, timing.language = text, language
+                timing.speculative = speculation is not None
+                if speculation is not None:
+                    self._pending_user_text = ""
+                self._emit(
+                    {
+                        "type": "transcript",
+                        "role": "user",
+                        "text": text,
+                        "final": True,
+                        "turn_id": turn,
+                        "language": language,
+                    }
+                )
+                self._set_state("thinking")
+
+            later(announce)
+            reply = await self._reply(text, language, turn, timing, speculation)
             self._history += [Message("user", text), Message("assistant", reply)]
             self._history = self._history[-2 * HISTORY_TURNS :]
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a failed turn must not end the session
+            if speculation is not None and not speculation.released.is_set():
+                raise  # unheard: the committed turn decodes and answers again
             log.exception("turn %d failed", turn)
             timing.error = str(exc)
             self._emit({"type": "error", "message": f"turn failed: {exc}", "turn_id": turn})
             self._set_state("listening")
 
-    async def _reply(self, text: str, language: str, turn: int, timing: TurnTimings) -> str:
+    async def _reply(
+        self,
+        text: str,
+        language: str,
+        turn: int,
+        timing: TurnTimings,
+        speculation: _Speculation | None = None,
+    ) -> str:
         # A short first piece starts the voice sooner; later pieces may be longer.
-        chunker = SentenceChunker(min_clause_chars=FIRST_CLAUSE_CHARS)
+        chunker = SentenceChunker(
+            min_clause_chars=FIRST_CLAUSE_CHARS, first_phrase_chars=FIRST_PHRASE_CHARS
+        )
         spoken: list[str] = []
+        later = speculation.later if speculation is not None else (lambda action: action())
 
-        async def speak(piece: str) -> None:
+        def emit(event: dict[str, Any]) -> None:
+            later(lambda: self._emit(event))
+
+        async def speak(piece: str, more: bool = False) -> None:
             if not piece.strip() or turn != self.turn_id:
                 return
+            # A piece cut inside a sentence is read as a clause that goes on, not as the
+            # end of a statement: a comma gives it that intonation.
+            said = f"{piece}," if more and piece[-1].isalnum() else piece
             speech = await self._loop.run_in_executor(  # type: ignore[union-attr]
-                self._speech_pool, self._synthesize, piece, language, turn, not spoken
+                self._speech_pool, self._synthesize, said, language, turn, not spoken
             )
-            if turn != self.turn_id:
-                return
             if not timing.first_audio:
                 timing.first_audio = time.monotonic()
+            if speculation is not None:
+                await speculation.released.wait()  # the turn has not ended yet: hold
+            if turn != self.turn_id:
+                return
             spoken.append(piece)
             with self._lock:
                 self._speech.append(speech)
@@ -331,7 +491,7 @@ class ConversationSession:
             async for delta in self.stages.responder.respond(self._history, text, language):
                 if not timing.first_token:
                     timing.first_token = time.monotonic()
-                self._emit(
+                emit(
                     {
                         "type": "transcript",
                         "role": "avatar",
@@ -342,17 +502,19 @@ class ConversationSession:
                     }
                 )
                 for piece in chunker.push(delta):
-                    await speak(piece)
+                    await speak(piece, more=True)
             for piece in chunker.flush():
                 await speak(piece)
         except DialogueError as exc:
             timing.error = str(exc)
-            self._emit({"type": "error", "message": str(exc), "turn_id": turn})
+            emit({"type": "error", "message": str(exc), "turn_id": turn})
             fallback = self.stages.fallback_lines.get(language) or self.stages.fallback_lines.get(
                 "en", ""
             )
             if fallback:
                 await speak(fallback)
+        if speculation is not None:
+            await speculation.released.wait()
         reply = " ".join(spoken)
         timing.reply_text = reply
         self._emit(
@@ -385,6 +547,10 @@ class ConversationSession:
                 # Monotonic marks let a client on the same machine split the latency.
                 "speech_end_mono": timing.speech_end,
                 "first_frame_mono": timing.first_frame,
+                # The session's frame clock: the transport maps it to what the client sees.
+                "first_frame_index": timing.first_frame_index,
+                "last_frame_index": timing.last_frame_index,
+                "speculative": timing.speculative,
                 **timing.stage_ms(),
             }
         )
@@ -421,6 +587,8 @@ class ConversationSession:
 
     def _mark_playing(self, frame: AVFrame) -> None:
         timing = self._timings.get(frame.turn_id)
+        if timing is not None:
+            timing.last_frame_index = frame.index
         if timing is not None and not timing.first_frame:
             timing.first_frame = time.monotonic()
             timing.first_frame_index = frame.index
@@ -438,4 +606,3 @@ class ConversationSession:
     def _call_soon(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(lambda: fn(*args, **kwargs))
-

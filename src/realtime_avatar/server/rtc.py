@@ -15,13 +15,13 @@ from typing import Any
 import av
 import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
 
 from .. import rtc_loopback
 from ..constants import ASR_RATE_HZ, FPS, OUTPUT_RATE_HZ
 from ..frames import AVFrame
 from ..pipeline.session import ConversationSession
+from ..rtc_buffers import use_low_latency_buffers
 
 log = logging.getLogger(__name__)
 
@@ -33,33 +33,16 @@ MIC_SILENCE_TIMEOUT_S = 60.0
 rtc_loopback.enable()
 
 
-MIC_PREFETCH_PACKETS = 1  # aiortc holds 4 (80 ms); the end of the user's speech waits on it
-
-
-def _shorten_mic_jitter_buffer(pc: RTCPeerConnection) -> None:
-    """Hold fewer mic packets before decoding: every one is latency at the end of a turn.
-
-    aiortc 1.16 fixes the audio prefetch at 4 packets with no option; the buffer is swapped
-    for the same class with a smaller prefetch. Guarded, so another aiortc version only
-    loses the gain.
-    """
-    for transceiver in pc.getTransceivers():
-        receiver = transceiver.receiver
-        if transceiver.kind == "audio" and hasattr(receiver, "_RTCRtpReceiver__jitter_buffer"):
-            receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(  # noqa: SLF001
-                capacity=16, prefetch=MIC_PREFETCH_PACKETS
-            )
-        elif transceiver.kind == "audio":
-            log.warning("aiortc internals changed; keeping its mic jitter buffer")
-
-
 class _QueueTrack(MediaStreamTrack):
     """A track whose frames come from the media pump."""
 
-    def __init__(self, kind: str, depth: int = QUEUE_FRAMES) -> None:
+    def __init__(
+        self, kind: str, depth: int = QUEUE_FRAMES, on_first: Callable[[Any], None] | None = None
+    ) -> None:
         super().__init__()
         self.kind = kind
         self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=depth)
+        self._on_first = on_first
 
     async def recv(self) -> Any:
         if self.readyState != "live":
@@ -68,6 +51,9 @@ class _QueueTrack(MediaStreamTrack):
         if frame is None:
             self.stop()
             raise MediaStreamError
+        if self._on_first is not None:
+            on_first, self._on_first = self._on_first, None
+            on_first(frame)
         return frame
 
     def offer(self, frame: Any) -> None:
@@ -88,7 +74,14 @@ class RtcSession:
     ) -> None:
         self.session = session
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.video = _QueueTrack("video")
+        # Receivers count RTP time from the first frame they get; telling the client which
+        # frame that was lets it name every frame by the session's frame index.
+        self.video = _QueueTrack(
+            "video",
+            on_first=lambda frame: self.emit(
+                {"type": "media", "video_origin_index": frame.pts // VIDEO_TICKS_PER_FRAME}
+            ),
+        )
         self.audio = _QueueTrack("audio", depth=2 * QUEUE_FRAMES)  # two 20 ms frames per tick
         self._on_closed = on_closed
         self._channel: Any = None
@@ -126,7 +119,7 @@ class RtcSession:
                 await self.close(f"peer {pc.connectionState}")
 
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
-        _shorten_mic_jitter_buffer(pc)
+        use_low_latency_buffers(pc, audio=True)  # the end of the user's speech waits on it
         pc.addTrack(self.audio)
         pc.addTrack(self.video)
         await pc.setLocalDescription(await pc.createAnswer())
