@@ -273,3 +273,39 @@ def test_resolve_language() -> None:
         resolve_language("xx", "hello")
     with pytest.raises(UnsupportedLanguageError):
         resolve_language("klingon", "hello")
+
+
+def test_a_long_first_clause_is_cut_before_a_phrase() -> None:
+    text = "Anyone can make their own avatar from one photo and ten seconds of voice. Then more."
+    results = set()
+    for step in (1, 3, 7, len(text)):
+        chunker = SentenceChunker(min_clause_chars=8, first_phrase_chars=32)
+        pieces = [p for i in range(0, len(text), step) for p in chunker.push(text[i : i + step])]
+        results.add(tuple(pieces + chunker.flush()))
+    # The same cut whatever the deltas, before "from"; only the first piece is cut early.
+    assert results == {
+        (
+            "Anyone can make their own avatar",
+            "from one photo and ten seconds of voice.",
+            "Then more.",
+        )
+    }
+
+
+def test_a_phrase_cut_waits_for_the_whole_word() -> None:
+    text = "I would like to stay inside the house tonight because of the rain."
+    results = set()
+    for step in (1, 2, len(text)):
+        chunker = SentenceChunker(min_clause_chars=8, first_phrase_chars=24)
+        pieces = [p for i in range(0, len(text), step) for p in chunker.push(text[i : i + step])]
+        results.add(tuple(pieces + chunker.flush()))
+    assert len(results) == 1
+    assert next(iter(results))[0] == "I would like"
+
+
+def test_short_first_sentences_and_questions_stay_whole() -> None:
+    for text in ("Why did the computer go to the doctor? It had a virus.", "I am Ava, hi."):
+        chunker = SentenceChunker(min_clause_chars=8, first_phrase_chars=32)
+        pieces = chunker.push(text) + chunker.flush()
+        assert " ".join(pieces) == text
+        assert pieces[0] in ("Why did the computer go to the doctor?", "I am Ava,")

@@ -217,6 +217,39 @@ def _cut_at_spaces(text: str, max_chars: int) -> list[str]:
     return out
 
 
+# Words that open a phrase: a long first clause may be cut before one of them, so the first
+# words reach the synthesizer sooner ("I can chat with you | and answer questions").
+_PHRASE_STARTERS = frozenset(
+    {
+        "and", "but", "or", "so", "because", "which", "that", "who", "when", "while", "where",
+        "if", "from", "with", "without", "to", "for", "about", "of", "in", "on", "at", "by",
+        "into", "than", "after", "before", "like", "as", "y", "pero", "o", "porque", "que",
+        "cuando", "donde", "si", "de", "con", "sin", "para", "por", "en", "sobre", "como",
+    }
+)  # fmt: skip
+_WORD = re.compile(r"\S+")
+
+
+def _phrase_cut(text: str, shortest: int, longest: int) -> int | None:
+    """Where to cut a long first clause: the offset of the last space before a
+    phrase-opening word with ``shortest`` to ``longest`` spoken characters before it, else
+    before the first such word within twice ``longest``; None if there is none."""
+    best = None
+    for match in _WORD.finditer(text):
+        before = text[: match.start()].rstrip()
+        length = _spoken_length(before)
+        if length > 2 * longest or (length > longest and best is not None):
+            break
+        if match.end() == len(text):
+            break  # the word may go on in the next delta ("in" -> "inside")
+        word = match.group().lower().strip(_OPENERS + _CLOSERS)
+        if length >= shortest and word in _PHRASE_STARTERS and before[-1:].isalnum():
+            best = len(before)
+            if length > longest:
+                break
+    return best
+
+
 def _spoken_length(text: str) -> int:
     """Length in Latin-letter equivalents: a Han character takes about three to say."""
     return sum(3 if _is_cjk(char) else 1 for char in text.strip())
@@ -255,12 +288,22 @@ class SentenceChunker:
     """
 
     def __init__(
-        self, min_clause_chars: int = 20, later_clause_chars: int = 80, max_chars: int = 220
+        self,
+        min_clause_chars: int = 20,
+        later_clause_chars: int = 80,
+        max_chars: int = 220,
+        first_phrase_chars: int | None = None,
     ) -> None:
-        """Make an empty chunker for one reply."""
+        """Make an empty chunker for one reply.
+
+        ``first_phrase_chars``: when the first clause runs longer than 1.25 times this,
+        cut it before a phrase-opening word ("and", "with", "de"...) within this many
+        characters (``None``: never).
+        """
         self.min_clause_chars = min_clause_chars
         self.later_clause_chars = later_clause_chars
         self.max_chars = max_chars
+        self.first_phrase_chars = first_phrase_chars
         self._pending = ""
         self._emitted = 0
 
@@ -307,14 +350,29 @@ class SentenceChunker:
                 break
         sentence_end = min(ends) if ends else len(text) + 1
         threshold = self.min_clause_chars if self._emitted == 0 else self.later_clause_chars
+        clause_cut = next(
+            (
+                cut
+                for cut in _clause_cuts(text)
+                if cut < sentence_end and _spoken_length(text[:cut]) >= threshold
+            ),
+            None,
+        )
+        first_cut = min(clause_cut or sentence_end, sentence_end)
+        if self._emitted == 0 and self.first_phrase_chars:
+            # A long first clause: cut before a phrase-opening word. Decided on the first
+            # ``horizon`` characters alone, so the cut is the same however the stream was
+            # split into deltas.
+            horizon = int(self.first_phrase_chars * 1.25)
+            if _spoken_length(text) > horizon and _spoken_length(text[:first_cut]) > horizon:
+                cut = _phrase_cut(text, self.min_clause_chars, self.first_phrase_chars)
+                if cut is not None:
+                    return self._take(cut)
         # A clause cut depends only on the text before it, so the pieces are the same
         # however the stream was split into deltas. ASCII marks need a space after them
         # ("1,000" is not a clause), which _clause_cuts checks.
-        for cut in _clause_cuts(text):
-            if cut >= sentence_end:
-                break
-            if _spoken_length(text[:cut]) >= threshold:
-                return self._take(cut)
+        if clause_cut is not None:
+            return self._take(clause_cut)
         if ends:
             return self._take(sentence_end)
         if len(stripped) > self.max_chars:
