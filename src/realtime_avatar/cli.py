@@ -164,6 +164,43 @@ def eval_command(
     console.print(f"[green]wrote[/] {report} and {report.with_name('report.html')}")
 
 
+@app.command()
+def bench(
+    suite: Annotated[
+        str, typer.Option("--suite", help="quick (a minute or two) or full (more samples)")
+    ] = "quick",
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="also write the figures to this JSON file")
+    ] = None,
+    only: Annotated[
+        str | None,
+        typer.Option("--only", help="comma-separated groups to run, e.g. render,tts,say"),
+    ] = None,
+) -> None:
+    """Measure speed and latency figures (render, TTS, `avatar say`, ...) against their goals.
+
+    Uses the data directory from the settings (AVATAR_DATA_DIR). Exits 1 if a group failed.
+    """
+    from .benchmark.runner import check_json_path, run_bench, select_groups
+
+    if suite not in ("quick", "full"):
+        _fail(f"unknown suite {suite!r}; use --suite quick or --suite full")
+    groups = [name.strip() for name in only.split(",") if name.strip()] if only else None
+    if only is not None and not groups:
+        _fail("--only needs at least one group name, e.g. --only render,tts")
+    try:
+        select_groups(suite, groups)  # refuse bad names before minutes of measuring
+        if json_out is not None:
+            check_json_path(json_out)
+    except AvatarError as exc:
+        _fail(exc.message)
+    result = run_bench(suite, json_out, console, only=groups)
+    if not result["ok"]:
+        failed = [name for name, group in result["groups"].items() if group["status"] != "ok"]
+        console.print(f"[bold red]error:[/] group(s) failed: {', '.join(failed)}", highlight=False)
+        raise typer.Exit(1)
+
+
 @app.command("list")
 def list_command() -> None:
     """List the registered avatars."""

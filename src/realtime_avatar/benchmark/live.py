@@ -1,0 +1,505 @@
+"""Live figures: the real ``avatar serve`` and an aiortc client speaking clips whose speech
+ends (and starts) are known to the sample.
+
+Every time below is on one clock: the client and the server run on this machine and both
+read ``time.monotonic()``. The client names frames by the server's frame index (the
+server tells it which frame its RTP clock started on), so "the first frame of the answer"
+and "the last frame of an interrupted answer" are exact, not guessed from pixels.
+
+- ``asr_figures``: the recognizer on its own, streamed as the session streams it.
+- ``conversation_figures``: voice to first frame, voice to first sound, the ASR final
+  after the end of speech, barge-in, over one call of spoken questions.
+- ``fps_figures``: frames per second delivered to 1, 2 and 4 calls at once, each talking,
+  with the server's CPU and peak memory.
+- ``soak_figures``: one call for minutes (30 in the full suite); memory must stay flat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .figures import BenchContext, Figure, Target
+
+QUESTIONS = [
+    "What is your name?",
+    "Where do you run?",
+    "Do you speak Spanish?",
+    "How are you today?",
+    "What can you do?",
+    "Who made you?",
+    "Can I make my own avatar?",
+    "Thank you very much.",
+    "Tell me a joke.",
+    "What languages do you speak?",
+]
+LONG_ANSWER_QUESTION = "Can I make my own avatar?"  # the persona answers in several sentences
+INTERRUPTIONS = ["Wait, stop.", "Hold on a second.", "Sorry, one moment."]
+LIVE_COMMAND = "avatar bench --only {group}"
+
+
+@cache
+def _speech(text: str) -> np.ndarray:
+    """``text`` spoken by Piper at the client's microphone rate (cached per text)."""
+    from ..evaluate.rtc_client import MIC_RATE_HZ
+    from ..media.audio import resample
+    from ..tts.registry import get_synthesizer
+
+    speech = get_synthesizer("en").synthesize(text, "en")
+    return (resample(speech.pcm, speech.sample_rate_hz, MIC_RATE_HZ) * 0.8).astype(np.float32)
+
+
+def proc_stats(pid: int) -> tuple[float, float]:
+    """CPU seconds used and RSS in MiB of a process (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu_s = (int(fields[11]) + int(fields[12])) / ticks
+    rss_mib = int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return cpu_s, rss_mib
+
+
+@contextlib.contextmanager
+def _server(ctx: BenchContext, **env: str) -> Iterator[Any]:
+    from ..evaluate.server_proc import running_server
+
+    ctx.default_avatar  # noqa: B018 - registered before the server starts, not inside it
+    with running_server(ctx.data_dir, ctx.work_dir / "logs", **env) as server:
+        yield server
+
+
+@dataclass
+class _Sampler:
+    """Samples a process's RSS in the background while a call runs."""
+
+    pid: int
+    every_s: float = 1.0
+    rss_mib: list[tuple[float, float]] = field(default_factory=list)
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(OSError):
+                self.rss_mib.append((time.monotonic(), proc_stats(self.pid)[1]))
+            await asyncio.sleep(self.every_s)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @property
+    def peak(self) -> float:
+        return max((r for _, r in self.rss_mib), default=float("nan"))
+
+
+# ------------------------------------------------------------------------------------ ASR
+def asr_figures(ctx: BenchContext) -> list[Figure]:
+    """The recognizer streamed as the live session streams it, clock simulated per chunk.
+
+    Each question is fed in 20 ms chunks through the VAD and the recognizer; the transcript
+    is ready when the VAD's pause has fired and the recognizer's ``peek`` has returned (the
+    session starts the reply then); the commit comes with the VAD's end. Latency is
+    counted in stream time from the last voiced sample, plus the measured decode time.
+    """
+    from ..asr.registry import get_recognizer
+    from ..constants import ASR_RATE_HZ
+    from ..evaluate.rtc_client import MIC_RATE_HZ
+    from ..media.audio import resample
+    from ..vad.registry import get_vad
+
+    settings = ctx.settings
+    recognizer = get_recognizer(settings=settings)
+    chunk = ASR_RATE_HZ // 50
+    ready_ms: list[float] = []
+    commit_ms: list[float] = []
+    rtf: list[float] = []
+    rounds = ctx.repeats(10, 20)
+    questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(rounds + 1)]
+    for index, question in enumerate(questions):
+        ctx.progress("ASR", index, len(questions))
+        speech = resample(_speech(question), MIC_RATE_HZ, ASR_RATE_HZ)
+        voiced = np.flatnonzero(np.abs(speech) > 0.02 * np.abs(speech).max())
+        lead = np.zeros(int(0.5 * ASR_RATE_HZ), np.float32)
+        pcm = np.concatenate([lead, speech, np.zeros(ASR_RATE_HZ, np.float32)])
+        speech_end_s = (len(lead) + voiced[-1] + 1) / ASR_RATE_HZ
+        vad = get_vad(settings=settings)
+        utterance = None
+        heard = None
+        ready = commit = None
+        for start in range(0, len(pcm), chunk):
+            block = pcm[start : start + chunk]
+            now_s = (start + len(block)) / ASR_RATE_HZ
+            events = vad.feed(block)
+            if utterance is None and any(e.kind == "start" for e in events):
+                utterance = recognizer.start(index, "en")
+                utterance.feed(pcm[max(0, start - int(0.3 * ASR_RATE_HZ)) : start])
+            if utterance is None:
+                continue
+            utterance.feed(block)
+            for event in events:
+                if event.kind == "pause":
+                    began = time.perf_counter()
+                    heard = utterance.peek()
+                    ready = now_s + time.perf_counter() - began
+                elif event.kind == "resume":
+                    ready = None
+                elif event.kind == "end":
+                    began = time.perf_counter()
+                    final = utterance.finish()
+                    commit = now_s + time.perf_counter() - began
+                    if ready is None or heard is None or final.text != heard.text:
+                        ready = commit  # the speculation was dropped: the final is the one
+            if commit is not None:
+                break
+        if index == 0 or ready is None or commit is None:
+            continue  # the first round warms the model up
+        # Every decode of the utterance (partials, the settled one, the final) per second.
+        decode_s = float(getattr(utterance, "decode_seconds", float("nan")))
+        rtf.append(decode_s / (len(speech) / ASR_RATE_HZ))
+        ready_ms.append((ready - speech_end_s) * 1000)
+        commit_ms.append((commit - speech_end_s) * 1000)
+    ctx.progress("ASR", len(questions), len(questions))
+    note = (
+        f"{recognizer.name}; stream time from the last voiced sample; VAD pause "
+        f"{settings.vad_pause_ms} ms, end {settings.vad_min_silence_ms} ms"
+    )
+    command = LIVE_COMMAND.format(group="asr")
+    return [
+        Figure(
+            "asr_final_ms",
+            "ASR final transcript after end of speech",
+            "ms",
+            ready_ms,
+            Target("<=", 250.0),
+            note + "; ready at the pause (the reply starts then)",
+            command,
+        ),
+        Figure(
+            "asr_turn_commit_ms",
+            "turn committed (VAD end) after end of speech",
+            "ms",
+            commit_ms,
+            None,
+            note,
+            command,
+        ),
+        Figure(
+            "asr_rtf",
+            "ASR real-time factor (all decodes)",
+            "x",
+            rtf,
+            None,
+            "decode time of partials, settled and final decodes per second of speech",
+            command,
+        ),
+    ]
+
+
+# ------------------------------------------------------------------------------------ calls
+async def _wait_turn(call: Any, since: int, interrupted: bool, timeout_s: float = 40) -> Any:
+    return await call.wait_for_event(
+        lambda e: e.get("type") == "turn" and bool(e.get("interrupted")) == interrupted,
+        timeout_s,
+        since=since,
+    )
+
+
+async def _ask(call: Any, question: str) -> tuple[Any, dict[str, Any]]:
+    """Say ``question``; return its clip and the turn event once the answer has played."""
+    seen = len(call.record.events)
+    clip = call.mic.say_now(_speech(question), lead_s=0.1)
+    turn = await _wait_turn(call, seen, interrupted=False)
+    await asyncio.sleep(0.3)  # the answer's last frames are still on the way
+    return clip, turn
+
+
+async def _conversation(base: str, turns: int, barge_ins: int, ctx: BenchContext) -> dict:
+    from ..evaluate.rtc_client import AvatarCall
+
+    call: Any = AvatarCall(base, [])
+    await call.start()
+    out: dict[str, list[float]] = {
+        "first_frame": [],
+        "first_audio": [],
+        "asr_final": [],
+        "server_first_frame": [],
+        "mic_path": [],
+        "barge_in": [],
+        "speculative": [],
+    }
+    total = turns + barge_ins + 1
+    try:
+        await asyncio.sleep(1.0)
+        await _ask(call, QUESTIONS[0])  # warm-up: first decode, first synthesis
+        for i in range(turns):
+            ctx.progress("conversation", i + 1, total)
+            clip, turn = await _ask(call, QUESTIONS[(i + 1) % len(QUESTIONS)])
+            end = clip.speech_end_s
+            frame = call.record.arrival_of_frame(int(turn.get("first_frame_index", -1)))
+            sound = call.record.first_answer_audio(end)
+            if frame is not None:
+                out["first_frame"].append((frame - end) * 1000)
+            if sound is not None:
+                out["first_audio"].append((sound - end) * 1000)
+            if "asr_final_ms" in turn:
+                asr_mono = turn["speech_end_mono"] + turn["asr_final_ms"] / 1000
+                out["asr_final"].append((asr_mono - end) * 1000)
+            if "first_frame_ms" in turn:
+                out["server_first_frame"].append(turn["first_frame_ms"])
+            out["mic_path"].append((turn["speech_end_mono"] - end) * 1000)
+            out["speculative"].append(1.0 if turn.get("speculative") else 0.0)
+        for i in range(barge_ins):
+            ctx.progress("barge-in", turns + i + 1, total)
+            seen = len(call.record.events)
+            call.mic.say_now(_speech(LONG_ANSWER_QUESTION), lead_s=0.1)
+            await call.wait_for_event(
+                lambda e: e.get("type") == "status" and e.get("state") == "speaking",
+                40,
+                since=seen,
+            )
+            await asyncio.sleep(0.8 + 0.2 * (i % 3))  # well into the answer
+            seen = len(call.record.events)
+            clip = call.mic.say_now(_speech(INTERRUPTIONS[i % len(INTERRUPTIONS)]), lead_s=0.05)
+            stopped = await _wait_turn(call, seen, interrupted=True)
+            await _wait_turn(call, seen, interrupted=False)  # the reply to the interruption
+            await asyncio.sleep(0.3)
+            last = call.record.arrival_of_frame(int(stopped.get("last_frame_index", -1)))
+            if last is not None and clip.speech_start_s:
+                out["barge_in"].append((last - clip.speech_start_s) * 1000)
+        ctx.progress("conversation", total, total)
+        out["fps"] = [call.record.fps(since_s=1.0)]
+    finally:
+        await call.close()
+    return out
+
+
+def conversation_figures(ctx: BenchContext) -> list[Figure]:
+    """Voice to first frame, first sound, ASR final, barge-in: one call, spoken questions."""
+    turns, barge_ins = ctx.repeats(8, 20), ctx.repeats(3, 10)
+    with _server(ctx) as server:
+        data = asyncio.run(_conversation(server.base_url, turns, barge_ins, ctx))
+    command = LIVE_COMMAND.format(group="conversation")
+    client = "aiortc client on loopback, frames handed over when complete (as a browser does)"
+    speculative = sum(data["speculative"])
+    return [
+        Figure(
+            "voice_to_first_frame_ms",
+            "voice to first frame of the answer",
+            "ms",
+            data["first_frame"],
+            Target("<=", 600.0),
+            f"{client}; end of speech in the mic audio -> arrival of the answer's first "
+            f"frame; {speculative:.0f} of {len(data['speculative'])} turns released a "
+            "speculative reply",
+            command,
+        ),
+        Figure(
+            "voice_to_first_frame_p95_ms",
+            "voice to first frame (p95 target)",
+            "ms",
+            data["first_frame"],
+            Target("<=", 900.0, "p95"),
+            "same samples as voice_to_first_frame_ms",
+            command,
+        ),
+        Figure(
+            "voice_to_first_sound_ms",
+            "voice to first audible answer audio",
+            "ms",
+            data["first_audio"],
+            None,
+            client,
+            command,
+        ),
+        Figure(
+            "asr_final_live_ms",
+            "ASR transcript ready after end of speech (live)",
+            "ms",
+            data["asr_final"],
+            Target("<=", 250.0),
+            "server mark of the transcript the reply used, from the end of speech in the "
+            "client's mic audio",
+            command,
+        ),
+        Figure(
+            "server_first_frame_ms",
+            "server: VAD speech end -> first answer frame",
+            "ms",
+            data["server_first_frame"],
+            None,
+            "inside the server, from the VAD's back-dated end of speech",
+            command,
+        ),
+        Figure(
+            "mic_path_ms",
+            "mic path: end of speech -> server's speech-end mark",
+            "ms",
+            data["mic_path"],
+            None,
+            "Opus, network, receive buffer, resampling, VAD frame",
+            command,
+        ),
+        Figure(
+            "barge_in_ms",
+            "barge-in: user speech onset -> last answer frame",
+            "ms",
+            data["barge_in"],
+            Target("<=", 300.0, "p95"),
+            "arrival of the interrupted answer's last frame after the interruption's "
+            "first voiced sample",
+            command,
+        ),
+    ]
+
+
+# ------------------------------------------------------------------------------------ scale
+async def _talking_calls(base: str, n: int, seconds: float, pid: int) -> dict:
+    from ..evaluate.rtc_client import AvatarCall
+
+    calls = [AvatarCall(base, [], measure_mouth=False) for _ in range(n)]
+    for call in calls:
+        await call.start()
+    sampler = _Sampler(pid)
+    sampler.start()
+    cpu0 = proc_stats(pid)[0]
+    began = time.monotonic()
+    try:
+
+        async def talk(index: int, call: Any) -> None:
+            await asyncio.sleep(1.0 + 1.5 * index)  # staggered, as real callers are
+            turn = index
+            while time.monotonic() - began < seconds - 4:
+                call.mic.say_now(_speech(QUESTIONS[turn % len(QUESTIONS)]), lead_s=0.05)
+                turn += n
+                await asyncio.sleep(7.0)
+
+        talkers = [asyncio.ensure_future(talk(i, c)) for i, c in enumerate(calls)]
+        await asyncio.sleep(seconds)
+        for task in talkers:
+            task.cancel()
+        elapsed = time.monotonic() - began
+        cpu = (proc_stats(pid)[0] - cpu0) / elapsed * 100
+        fps = [c.record.fps(since_s=2.0) for c in calls]
+        answered = [sum(1 for _, e in c.record.events if e.get("type") == "turn") for c in calls]
+    finally:
+        await sampler.stop()
+        for call in calls:
+            await call.close()
+    return {"fps": fps, "cpu_percent": cpu, "peak_rss_mib": sampler.peak, "answered": answered}
+
+
+def fps_figures(ctx: BenchContext) -> list[Figure]:
+    """Delivered fps with 1, 2 and 4 calls, each asking a question every 7 s."""
+    seconds = ctx.repeats(20, 45)
+    figures: list[Figure] = []
+    command = LIVE_COMMAND.format(group="fps")
+    with _server(ctx, AVATAR_MAX_SESSIONS="4") as server:
+        for step, n in enumerate((1, 2, 4)):
+            ctx.progress(f"{n} session(s)", step, 3)
+            data = asyncio.run(_talking_calls(server.base_url, n, seconds, server.pid))
+            note = (
+                f"{n} call(s) of {seconds} s, each talking; server CPU "
+                f"{data['cpu_percent']:.0f}% of one core; turns answered {data['answered']}; "
+                "the clients decode on the same 2 cores"
+            )
+            figures.append(
+                Figure(
+                    f"fps_{n}_sessions",
+                    f"delivered fps, {n} session(s) (per call)",
+                    "fps",
+                    data["fps"],
+                    Target(">=", 24.5, "min") if n <= 2 else None,
+                    note,
+                    command,
+                )
+            )
+            if n in (1, 4):
+                figures.append(
+                    Figure(
+                        f"server_peak_rss_{n}_sessions_mb",
+                        f"server peak RSS, {n} session(s)",
+                        "MiB",
+                        [data["peak_rss_mib"]],
+                        Target("<=", 1536.0, "max") if n == 1 else None,
+                        f"sampled every second during the {n}-call run",
+                        command,
+                    )
+                )
+            time.sleep(2.0)  # let the sessions close before the next step
+        ctx.progress("sessions", 3, 3)
+    return figures
+
+
+# ------------------------------------------------------------------------------------ soak
+async def _soak(base: str, seconds: float, pid: int, ctx: BenchContext) -> dict:
+    from ..evaluate.rtc_client import AvatarCall
+
+    call: Any = AvatarCall(base, [], measure_mouth=False)
+    await call.start()
+    sampler = _Sampler(pid, every_s=5.0)
+    sampler.start()
+    began = time.monotonic()
+    turn = 0
+    try:
+        while (elapsed := time.monotonic() - began) < seconds:
+            ctx.progress("soak", int(elapsed), int(seconds))
+            call.mic.say_now(_speech(QUESTIONS[turn % len(QUESTIONS)]), lead_s=0.05)
+            turn += 1
+            await asyncio.sleep(min(8.0, max(seconds - elapsed, 0.1)))
+        fps = call.record.fps(since_s=2.0)
+        turns = sum(1 for _, e in call.record.events if e.get("type") == "turn")
+    finally:
+        await sampler.stop()
+        await call.close()
+    return {"rss": sampler.rss_mib, "began": began, "fps": fps, "turns": turns, "asked": turn}
+
+
+def soak_figures(ctx: BenchContext) -> list[Figure]:
+    """One call for 30 minutes (full) or 2 (quick), a question every 8 s: RSS must stay flat."""
+    seconds = ctx.repeats(120, 1800)
+    with _server(ctx) as server:
+        data = asyncio.run(_soak(server.base_url, seconds, server.pid, ctx))
+    rss = data["rss"]
+    # After warm-up (the first fifth: caches, first turns) vs the last fifth of the run.
+    window = max(seconds / 5, 10)
+    early = [r for t, r in rss if window <= t - data["began"] < 2 * window]
+    late = [r for t, r in rss if t - data["began"] >= seconds - window]
+    growth = (np.mean(late) / np.mean(early) - 1) * 100 if early and late else float("nan")
+    command = LIVE_COMMAND.format(group="soak")
+    note = (
+        f"{seconds / 60:.0f} min, {data['asked']} questions, {data['turns']} turns ended, "
+        f"{data['fps']:.2f} fps; RSS every 5 s"
+    )
+    return [
+        Figure(
+            "soak_rss_growth_percent",
+            "RSS growth over the session (after warm-up)",
+            "%",
+            [float(growth)],
+            Target("<=", 5.0, "max"),
+            note + f"; mean of minute-window {window:.0f} s early vs last",
+            command,
+        ),
+        Figure(
+            "soak_rss_mb",
+            "server RSS during the session",
+            "MiB",
+            [r for _, r in rss],
+            Target("<=", 1536.0, "max"),
+            note,
+            command,
+        ),
+    ]
