@@ -55,12 +55,15 @@ def test_one_start_and_end_at_the_right_times(speech: np.ndarray) -> None:
     vad = get_vad()
     assert vad.speech_probability() == 0.0
     events = _feed(vad, pcm, 320)  # 20 ms chunks, as WebRTC delivers them
-    assert [e.kind for e in events] == ["start", "pause", "end"]
+    kinds = [e.kind for e in events]
+    # Piper's own gaps between words may add pause/resume pairs; one turn, ended by a pause.
+    assert kinds[0] == "start" and kinds[-2:] == ["pause", "end"]
+    assert kinds.count("start") == kinds.count("end") == 1
     assert events[0].time_s == pytest.approx(lead_s + true_start, abs=0.1)
     # The end is where the silence began, not when min_silence_ms later it was detected;
     # the early "pause" names the same place.
-    assert events[2].time_s == pytest.approx(lead_s + true_end, abs=0.1)
-    assert events[1].time_s == events[2].time_s
+    assert events[-1].time_s == pytest.approx(lead_s + true_end, abs=0.1)
+    assert events[-2].time_s == events[-1].time_s
     assert not vad.speaking
     assert 0.0 <= vad.speech_probability() < 0.35
 
@@ -98,7 +101,7 @@ def test_silence_and_noise_give_no_events(noise: str) -> None:
 def test_chunk_size_does_not_change_the_events(speech: np.ndarray) -> None:
     pcm = np.concatenate([_silence(0.7), speech, _silence(0.9), speech, _silence(1.0)])
     reference = _feed(get_vad(), pcm, len(pcm))
-    assert [e.kind for e in reference] == ["start", "pause", "end"] * 2
+    assert [e.kind for e in reference if e.kind in ("start", "end")] == ["start", "end"] * 2
     for chunk in (7, 160, 320, 511, 512, 513, 4000):
         assert _feed(get_vad(), pcm, chunk) == reference, f"chunk of {chunk} samples"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -235,7 +236,13 @@ def serve(
 
 def main() -> None:
     """Entry point: user errors become one clear line, never a traceback."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    level = os.environ.get("AVATAR_LOG_LEVEL", "WARNING").upper()
+    logging.basicConfig(
+        level=getattr(logging, level, logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("aioice", "aiortc", "asyncio", "numba", "matplotlib", "PIL", "httpx"):
+        logging.getLogger(noisy).setLevel(max(logging.getLogger().level, logging.INFO))
     try:
         app()
     except AvatarError as exc:

@@ -61,8 +61,10 @@ class Settings(BaseSettings):
     vad_min_silence_ms: float = 300.0  # silence that ends the user's turn
     # Silence after which the reply starts speculatively (transcript, first words), held
     # back until the turn really ends and dropped if the user goes on; None turns it off.
-    vad_pause_ms: float | None = 120.0
-    language: str = "auto"
+    vad_pause_ms: float | None = 64.0
+    # English listens with Whisper tiny.en (the fast default); "auto", "es" and "zh" with the
+    # multilingual base, about three times slower per decode.
+    language: str = "en"
     dialogue: str = "persona"
     # OpenAI-compatible endpoint (OpenAI, Gemini, Ollama, vLLM, llama.cpp server).
     llm_base_url: str = "https://api.openai.com/v1"

@@ -570,7 +570,9 @@ class WhisperUtterance:
 
         True when it ended inside quiet audio (not mid-word) and nothing louder came after.
         """
-        boundary_frames = max(1, int(0.1 * ASR_RATE_HZ) // _LEVEL_FRAME_SAMPLES)
+        # 60 ms: the VAD's pause (64 ms of silence, after Silero's own lag) peeks with
+        # about that much quiet behind the last word.
+        boundary_frames = max(1, int(0.06 * ASR_RATE_HZ) // _LEVEL_FRAME_SAMPLES)
         first = max(0, sample // _LEVEL_FRAME_SAMPLES - boundary_frames)
         if first >= len(self._levels):
             return False

@@ -259,6 +259,9 @@ async def _conversation(base: str, turns: int, barge_ins: int, ctx: BenchContext
                 out["asr_final"].append((asr_mono - end) * 1000)
             if "first_frame_ms" in turn:
                 out["server_first_frame"].append(turn["first_frame_ms"])
+            for stage in ("asr_final_ms", "first_audio_ms"):
+                if stage in turn:
+                    out.setdefault(f"server_{stage}", []).append(turn[stage])
             out["mic_path"].append((turn["speech_end_mono"] - end) * 1000)
             out["speculative"].append(1.0 if turn.get("speculative") else 0.0)
         for i in range(barge_ins):
@@ -286,9 +289,12 @@ async def _conversation(base: str, turns: int, barge_ins: int, ctx: BenchContext
     return out
 
 
-def conversation_figures(ctx: BenchContext) -> list[Figure]:
+def conversation_figures(
+    ctx: BenchContext, turns: int | None = None, barge_ins: int | None = None
+) -> list[Figure]:
     """Voice to first frame, first sound, ASR final, barge-in: one call, spoken questions."""
-    turns, barge_ins = ctx.repeats(8, 20), ctx.repeats(3, 10)
+    turns = ctx.repeats(8, 20) if turns is None else turns
+    barge_ins = ctx.repeats(3, 10) if barge_ins is None else barge_ins
     with _server(ctx) as server:
         data = asyncio.run(_conversation(server.base_url, turns, barge_ins, ctx))
     command = LIVE_COMMAND.format(group="conversation")
@@ -341,6 +347,24 @@ def conversation_figures(ctx: BenchContext) -> list[Figure]:
             data["server_first_frame"],
             None,
             "inside the server, from the VAD's back-dated end of speech",
+            command,
+        ),
+        Figure(
+            "server_asr_final_ms",
+            "server: VAD speech end -> transcript",
+            "ms",
+            data.get("server_asr_final_ms", []),
+            None,
+            "pause (vad_pause_ms) plus the peek decode",
+            command,
+        ),
+        Figure(
+            "server_first_audio_ms",
+            "server: VAD speech end -> first clause voiced",
+            "ms",
+            data.get("server_first_audio_ms", []),
+            None,
+            "transcript, reply, first clause's TTS and voice match",
             command,
         ),
         Figure(

@@ -85,6 +85,15 @@ class TurnTimings:
         return out
 
 
+def _same_words(a: Transcript, b: Transcript) -> bool:
+    """Whether two transcripts say the same words (case and punctuation aside)."""
+
+    def words(text: str) -> list[str]:
+        return "".join(c.lower() if c.isalnum() else " " for c in text).split()
+
+    return words(a.text) == words(b.text)
+
+
 @dataclass
 class _Speculation:
     """A reply started at a pause: its speech and events wait for ``release``."""
@@ -92,6 +101,7 @@ class _Speculation:
     turn: int
     transcript: Transcript | None = None  # what the peek heard (set when it returns)
     task: asyncio.Task[None] | None = None
+    dropped: bool = False  # read by worker threads: work queued for it is skipped
     released: asyncio.Event = field(default_factory=asyncio.Event)
     held: list[Callable[[], None]] = field(default_factory=list)  # events until release
 
@@ -287,7 +297,10 @@ class ConversationSession:
             request = chunks.pop() if isinstance(chunks[-1], asyncio.Future) else None
             audio = [c for c in chunks if c is not None]
             if audio:
+                began = time.monotonic()
                 await self._feed_partial(utterance, np.concatenate(audio), turn)
+                if time.monotonic() - began > 0.02:
+                    log.debug("turn %d: feed took %.0f ms", turn, (time.monotonic() - began) * 1e3)
             if request is not None and not request.done():
                 try:
                     began = time.monotonic()
@@ -340,6 +353,7 @@ class ConversationSession:
             return
         self._drop_speculation()
         turn = self._utterance_turn
+        log.debug("turn %d: pause, peeking", turn)
         request: asyncio.Future[Transcript] = self._loop.create_future()
         self._asr_queue.put_nowait(request)  # answered once everything heard so far is fed
         speculation = _Speculation(turn)
@@ -357,8 +371,10 @@ class ConversationSession:
     def _drop_speculation(self) -> None:
         """The user went on (or the session ends): forget the held reply, unheard."""
         speculation, self._speculation = self._speculation, None
-        if speculation is not None and speculation.task is not None:
-            speculation.task.cancel()
+        if speculation is not None:
+            speculation.dropped = True
+            if speculation.task is not None:
+                speculation.task.cancel()
 
     async def _commit_turn(
         self,
@@ -386,7 +402,7 @@ class ConversationSession:
             if (
                 heard is not None
                 and guessed is not None
-                and heard.text.strip() == guessed.text.strip()
+                and _same_words(heard, guessed)
                 and not failed
             ):
                 speculation.release()
@@ -475,8 +491,10 @@ class ConversationSession:
             # end of a statement: a comma gives it that intonation.
             said = f"{piece}," if more and piece[-1].isalnum() else piece
             speech = await self._loop.run_in_executor(  # type: ignore[union-attr]
-                self._speech_pool, self._synthesize, said, language, turn, not spoken
+                self._speech_pool, self._synthesize, said, language, turn, not spoken, speculation
             )
+            if speech is None:
+                return
             if not timing.first_audio:
                 timing.first_audio = time.monotonic()
             if speculation is not None:
@@ -526,7 +544,16 @@ class ConversationSession:
             self._set_state("listening")
         return reply
 
-    def _synthesize(self, text: str, language: str, turn: int, first: bool = False) -> Speech:
+    def _synthesize(
+        self,
+        text: str,
+        language: str,
+        turn: int,
+        first: bool = False,
+        speculation: _Speculation | None = None,
+    ) -> Speech | None:
+        if speculation is not None and speculation.dropped:
+            return None  # the user went on: the next real turn needs this thread
         synth = self.stages.synthesizer_for(language)
         speech = synth.synthesize(text, language, turn_id=turn)
         if first:

@@ -67,7 +67,11 @@ class LiveServices:
         if callable(warm):
             warm()
         self._matcher(avatar, synth, "en")
-        recognizer_for_language("en", self.settings)
+        for language in dict.fromkeys(("en", self.settings.language)):
+            recognizer = recognizer_for_language(language, self.settings)
+            warm_asr = getattr(recognizer, "warm_up", None)
+            if callable(warm_asr):
+                warm_asr()  # the first decodes of a fresh model run several times slower
         get_vad(settings=self.settings)
         log.info("models warm")
 
