@@ -320,3 +320,15 @@ def test_feeding_after_a_peek_goes_on(tiny, english) -> None:  # type: ignore[no
     final = utterance.finish()
     # The user went on after the pause: the final hears both sentences.
     assert len(_words(final.text)) > len(_words(heard.text)) + 3
+
+
+def test_a_looped_short_phrase_keeps_its_first_saying() -> None:
+    from realtime_avatar.asr.whisper import _looped_unit
+
+    phrase = [11, 12, 13, 14, 15]
+    looped = phrase * 3 + phrase[:2]  # cut by the token budget mid-phrase
+    assert _looped_unit(looped, audio_s=0.9) == 5
+    # Long enough audio to say it three times: not trimmed (the 30 s retry decides).
+    assert _looped_unit(looped, audio_s=3.0) is None
+    # Not one phrase over and over.
+    assert _looped_unit([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15], 0.5) is None
