@@ -145,13 +145,13 @@ def render_figures(ctx: BenchContext) -> list[Figure]:
 
 
 def _first_piece(reply: str) -> str:
-    """The first piece a streaming reply speaks, cut as the live session cuts it."""
-    from ..pipeline.session import FIRST_CLAUSE_CHARS
-    from ..text.chunker import SentenceChunker
+    """The first piece a streaming reply speaks, cut and worded as the live session does."""
+    from ..pipeline.session import as_spoken, reply_chunker
 
-    chunker = SentenceChunker(min_clause_chars=FIRST_CLAUSE_CHARS)
-    pieces = chunker.push(reply) or chunker.flush()
-    return pieces[0]
+    chunker = reply_chunker()
+    pieces = chunker.push(reply)
+    more = bool(pieces)  # pushed pieces have more reply after them
+    return as_spoken((pieces or chunker.flush())[0], more)
 
 
 def _first_audio_ms(synth: Synthesizer, matcher: VoiceMatcher, piece: str, lang: str) -> float:

@@ -53,6 +53,22 @@ FIRST_PHRASE_CHARS = 24  # a longer first clause is cut before "and", "with", "f
 EventSink = Callable[[dict[str, Any]], None]
 
 
+def reply_chunker() -> SentenceChunker:
+    """The chunker a streaming reply goes through: a short first piece, longer ones after."""
+    return SentenceChunker(
+        min_clause_chars=FIRST_CLAUSE_CHARS, first_phrase_chars=FIRST_PHRASE_CHARS
+    )
+
+
+def as_spoken(piece: str, more: bool) -> str:
+    """The text to synthesize for ``piece``; ``more``: the reply goes on after it.
+
+    A piece cut inside a sentence is read as a clause that goes on, not as the end of a
+    statement: a comma gives it that intonation.
+    """
+    return f"{piece}," if more and piece[-1:].isalnum() else piece
+
+
 @dataclass
 class TurnTimings:
     """Wall-clock marks of one turn (``time.monotonic()`` seconds), and what was said."""
@@ -475,9 +491,7 @@ class ConversationSession:
         speculation: _Speculation | None = None,
     ) -> str:
         # A short first piece starts the voice sooner; later pieces may be longer.
-        chunker = SentenceChunker(
-            min_clause_chars=FIRST_CLAUSE_CHARS, first_phrase_chars=FIRST_PHRASE_CHARS
-        )
+        chunker = reply_chunker()
         spoken: list[str] = []
         later = speculation.later if speculation is not None else (lambda action: action())
 
@@ -487,9 +501,7 @@ class ConversationSession:
         async def speak(piece: str, more: bool = False) -> None:
             if not piece.strip() or turn != self.turn_id:
                 return
-            # A piece cut inside a sentence is read as a clause that goes on, not as the
-            # end of a statement: a comma gives it that intonation.
-            said = f"{piece}," if more and piece[-1].isalnum() else piece
+            said = as_spoken(piece, more)
             speech = await self._loop.run_in_executor(  # type: ignore[union-attr]
                 self._speech_pool, self._synthesize, said, language, turn, not spoken, speculation
             )
