@@ -99,10 +99,11 @@ def test_bad_options_give_one_clear_line(tmp_path: Path, args: list[str], messag
 
 @pytest.mark.slow  # registers the default avatar, renders ~450 frames, loads Piper: ~30 s
 def test_quick_suite_offline_groups_on_a_fresh_data_dir(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
+    out, table = tmp_path / "bench.json", tmp_path / "bench.md"
     done = _bench_cli(
-        "--suite", "quick", "--only", "render,tts", "--json", str(out), data_dir=tmp_path / "data"
-    )
+        "--suite", "quick", "--only", "render,tts", "--json", str(out), "--markdown", str(table),
+        data_dir=tmp_path / "data",
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text(encoding="utf-8"))
     assert {"suite", "started_at", "duration_s", "machine", "groups", "figures"} <= set(result)
@@ -127,3 +128,6 @@ def test_quick_suite_offline_groups_on_a_fresh_data_dir(tmp_path: Path) -> None:
         "value": 6.0,
     }
     assert "render frame" in done.stderr  # the table
+    rows = table.read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 2 + len(expected)
+    assert any("`render_ms`" in row and "p50 ≤ 6" in row for row in rows)

@@ -177,6 +177,9 @@ def bench(
         str | None,
         typer.Option("--only", help="comma-separated groups to run, e.g. render,tts,say"),
     ] = None,
+    markdown: Annotated[
+        Path | None, typer.Option("--markdown", help="also write the table as Markdown")
+    ] = None,
 ) -> None:
     """Measure speed and latency figures (render, TTS, `avatar say`, ...) against their goals.
 
@@ -191,11 +194,16 @@ def bench(
         _fail("--only needs at least one group name, e.g. --only render,tts")
     try:
         select_groups(suite, groups)  # refuse bad names before minutes of measuring
-        if json_out is not None:
-            check_json_path(json_out)
+        for path in (json_out, markdown):
+            if path is not None:
+                check_json_path(path)
     except AvatarError as exc:
         _fail(exc.message)
     result = run_bench(suite, json_out, console, only=groups)
+    if markdown is not None:
+        from .benchmark.report import markdown_table
+
+        markdown.write_text(markdown_table(result), encoding="utf-8")
     if not result["ok"]:
         failed = [name for name, group in result["groups"].items() if group["status"] != "ok"]
         console.print(f"[bold red]error:[/] group(s) failed: {', '.join(failed)}", highlight=False)

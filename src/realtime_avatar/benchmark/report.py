@@ -139,3 +139,21 @@ def render_table(result: dict[str, Any], console: Console) -> None:
         f"load at start {load[0] if load else '?'}, Python {machine.get('python')}[/]",
         highlight=False,
     )
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The figures of a result as a Markdown table (for docs/BENCHMARKS.md)."""
+    lines = [
+        "| figure | unit | n | min | p50 | p95 | max | target | met |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | :---: |",
+    ]
+    for group in result["groups"].values():
+        for key in group["figures"]:
+            fig = result["figures"][key]
+            met = {True: "yes", False: "**no**", None: ""}[fig["met"]]
+            stats = " | ".join(format_value(fig[s]) for s in ("min", "p50", "p95", "max"))
+            lines.append(
+                f"| {fig['title']} (`{key}`) | {fig['unit']} | {fig['n']} | {stats} | "
+                f"{_target_text(fig['target'])} | {met} |"
+            )
+    return "\n".join(lines) + "\n"
