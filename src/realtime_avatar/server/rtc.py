@@ -172,11 +172,14 @@ class RtcSession:
         start = time.monotonic()
         index = 0
         audio_pts = 0
+        window_start, render_wait = start, 0.0
         try:
             while not self._closed:
+                began = time.monotonic()
                 frame: AVFrame = await loop.run_in_executor(
                     self._render_pool, self.session.next_frame
                 )
+                render_wait += time.monotonic() - began
                 video = av.VideoFrame.from_ndarray(frame.rgb, format="rgb24")
                 video.pts = index * VIDEO_TICKS_PER_FRAME
                 video.time_base = Fraction(1, VIDEO_CLOCK_HZ)
@@ -195,6 +198,14 @@ class RtcSession:
                     self.audio.offer(audio)
                 index += 1
                 self.frames_sent = index
+                if index % 250 == 0:
+                    log.debug(
+                        "pump: %.1f fps over the last 250 frames, %.1f ms per frame waiting "
+                        "for the render thread",
+                        250 / (time.monotonic() - window_start),
+                        render_wait * 1000 / 250,
+                    )
+                    window_start, render_wait = time.monotonic(), 0.0
                 # Sleep to the next tick of the steady clock; if rendering fell behind,
                 # catch up by skipping the wait rather than drifting.
                 delay = start + index / FPS - time.monotonic()
