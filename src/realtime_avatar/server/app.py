@@ -58,6 +58,27 @@ class AuthError(AvatarError):
     status_code = 401
 
 
+async def _watch_loop_lag(every_s: float = 0.01, report_s: float = 10.0) -> None:
+    """Debug: how late the event loop runs a timer; frames and mic audio wait that long."""
+    loop = asyncio.get_running_loop()
+    lags: list[float] = []
+    window = loop.time()
+    while True:
+        due = loop.time() + every_s
+        await asyncio.sleep(every_s)
+        lags.append(loop.time() - due)
+        if loop.time() - window >= report_s:
+            window = loop.time()
+            lags.sort()
+            log.debug(
+                "event loop lag: p50 %.1f ms, p95 %.1f ms, max %.1f ms",
+                lags[len(lags) // 2] * 1e3,
+                lags[int(len(lags) * 0.95)] * 1e3,
+                lags[-1] * 1e3,
+            )
+            lags.clear()
+
+
 def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> FastAPI:
     """Build the app; ``warm_up`` loads the speech models before the first visitor."""
     settings = settings or get_settings()
@@ -68,7 +89,12 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fas
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if warm_up:
             await asyncio.to_thread(services.warm_up)
+        lag_monitor = (
+            asyncio.ensure_future(_watch_loop_lag()) if log.isEnabledFor(logging.DEBUG) else None
+        )
         yield
+        if lag_monitor is not None:
+            lag_monitor.cancel()
         await asyncio.gather(*(s.close("server stopping") for s in list(sessions)))
         services.close()
 
