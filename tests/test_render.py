@@ -138,3 +138,18 @@ def test_trim_leading_silence_keeps_timings_aligned() -> None:
     assert abs(trimmed.phonemes[0].end_s - 0.02) < 0.001
     assert abs(trimmed.phonemes[-1].end_s - (speech.phonemes[-1].end_s - cut)) < 0.001
     assert np.array_equal(trimmed.pcm, speech.pcm[len(speech.pcm) - len(trimmed.pcm) :])
+
+
+def test_trim_trailing_silence_shortens_only_the_closing_pause() -> None:
+    from realtime_avatar.pipeline.avsync import trim_trailing_silence
+    from realtime_avatar.tts.registry import get_synthesizer
+
+    speech = get_synthesizer("en").synthesize("Sure,", "en")
+    closing = speech.phonemes[-1]
+    assert closing.phoneme == "_" and closing.end_s - closing.start_s > 0.2
+    trimmed = trim_trailing_silence(speech, 0.15)
+    assert abs(trimmed.duration_s - (closing.start_s + 0.15)) < 0.001
+    assert trimmed.phonemes[:-1] == speech.phonemes[:-1]
+    assert abs(trimmed.phonemes[-1].end_s - trimmed.duration_s) < 0.001
+    assert np.array_equal(trimmed.pcm, speech.pcm[: len(trimmed.pcm)])
+    assert trim_trailing_silence(trimmed, 0.3) is trimmed  # nothing more to cut

@@ -43,6 +43,20 @@ def trim_leading_silence(speech: Speech, keep_s: float) -> Speech:
     return replace(speech, pcm=speech.pcm[cut:], phonemes=phonemes, words=words)
 
 
+def trim_trailing_silence(speech: Speech, keep_s: float) -> Speech:
+    """Drop the synthesizer's closing silence beyond ``keep_s`` (timings are unchanged)."""
+    if not speech.phonemes or speech.phonemes[-1].phoneme != SILENCE_PHONEME:
+        return speech
+    end_s = speech.phonemes[-1].start_s + keep_s
+    if end_s >= speech.duration_s:
+        return speech
+    end = int(end_s * speech.sample_rate_hz)
+    phonemes = [*speech.phonemes[:-1]]
+    last = speech.phonemes[-1]
+    phonemes.append(PhonemeTiming(last.phoneme, last.start_s, end / speech.sample_rate_hz))
+    return replace(speech, pcm=speech.pcm[:end], phonemes=phonemes)
+
+
 class AVSynth:
     """Owns one session's renderer, animator and idle motion, and its frame clock."""
 

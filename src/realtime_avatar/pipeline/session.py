@@ -39,7 +39,7 @@ from ..text.chunker import SentenceChunker
 from ..tts.base import Synthesizer
 from ..vad.base import VoiceActivity
 from ..voice.base import VoiceMatcher
-from .avsync import AVSynth, trim_leading_silence
+from .avsync import AVSynth, trim_leading_silence, trim_trailing_silence
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ ECHO_GUARD_S = 0.15  # ignore the VAD this long after the avatar starts speaking
 PREROLL_S = 0.3  # the VAD starts late on soft onsets ("the..."): give ASR what came before
 HISTORY_TURNS = 8
 LEAD_IN_KEEP_S = 0.02
-FIRST_CLAUSE_CHARS = 8  # "I am Ava," is worth saying on its own
+CLAUSE_PAUSE_KEEP_S = 0.15  # Piper ends "Sure," with ~0.3 s of silence; the next piece adds 0.05
+FIRST_CLAUSE_CHARS = 4  # "Sure," and "Hello there," are worth saying on their own
 FIRST_PHRASE_CHARS = 24  # a longer first clause is cut before "and", "with", "from"...
 
 EventSink = Callable[[dict[str, Any]], None]
@@ -503,7 +504,14 @@ class ConversationSession:
                 return
             said = as_spoken(piece, more)
             speech = await self._loop.run_in_executor(  # type: ignore[union-attr]
-                self._speech_pool, self._synthesize, said, language, turn, not spoken, speculation
+                self._speech_pool,
+                self._synthesize,
+                said,
+                language,
+                turn,
+                not spoken,
+                speculation,
+                more,
             )
             if speech is None:
                 return
@@ -563,6 +571,7 @@ class ConversationSession:
         turn: int,
         first: bool = False,
         speculation: _Speculation | None = None,
+        more: bool = False,
     ) -> Speech | None:
         if speculation is not None and speculation.dropped:
             return None  # the user went on: the next real turn needs this thread
@@ -571,6 +580,9 @@ class ConversationSession:
         if first:
             # The answer's first words are the latency the user feels: no lead-in silence.
             speech = trim_leading_silence(speech, LEAD_IN_KEEP_S)
+        if more:
+            # The pause after a clause, not after a whole statement: the reply goes on.
+            speech = trim_trailing_silence(speech, CLAUSE_PAUSE_KEEP_S)
         return self.stages.matcher_for(synth, language).convert(speech)
 
     def _finish_turn(self, timing: TurnTimings) -> None:
