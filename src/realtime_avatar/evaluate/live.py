@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,11 +103,6 @@ class RecordingCall(AvatarCall):
         self.received.chunks.append((arrival, pcm))
         self.record.audio.append((arrival, float(np.sqrt(np.mean(pcm**2)))))
 
-    async def start(self) -> None:
-        """Connect with a receiver that releases audio packets as they arrive (see below)."""
-        with _audio_released_on_arrival():
-            await super().start()
-
     # -- what the call looked like, on a regular 40 ms grid -------------------------------
 
     def grid(self, start: float, end: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -122,31 +117,6 @@ class RecordingCall(AvatarCall):
         audio_t, audio_rms = self.received.levels()
         energy = _binned(list(audio_t), list(audio_rms**2), start, n)
         return times, mouth, level_db(np.sqrt(np.maximum(energy, 0.0)))
-
-
-@contextlib.contextmanager
-def _audio_released_on_arrival() -> Iterator[None]:
-    """Create this call's receivers without aiortc's 4-packet (80 ms) audio prefetch.
-
-    aiortc's receiver holds four 20 ms audio packets before releasing the first; video is
-    released as soon as a frame is complete. Measured on arrival, that receiver choice
-    alone would read as the audio lagging the video by about 80 ms, a property of the
-    evaluator's client and not of the avatar. Browsers sync audio and video from RTCP
-    timestamps instead. The receivers are made inside ``start()``, so the change is scoped
-    to this call's setup.
-    """
-    from aiortc import rtcrtpreceiver
-
-    original = rtcrtpreceiver.JitterBuffer
-
-    def no_prefetch(capacity: int, prefetch: int = 0, is_video: bool = False) -> Any:
-        return original(capacity, prefetch=0, is_video=is_video)
-
-    rtcrtpreceiver.JitterBuffer = no_prefetch  # type: ignore[misc,assignment]
-    try:
-        yield
-    finally:
-        rtcrtpreceiver.JitterBuffer = original  # type: ignore[misc]
 
 
 def _binned(times: list[float], values: list[float], start: float, n: int) -> np.ndarray:
