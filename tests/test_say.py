@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -52,6 +53,40 @@ def test_say_english_mouth_follows_audio(default_avatar, tmp_path: Path) -> None
     # The mouth must follow the audio closely: positive lag under 80 ms (two frames).
     assert corr > 0.5, corr
     assert 0 <= lag < 2, lag
+
+
+@pytest.mark.parametrize("stage", ["speech", "encoder"])
+def test_say_worker_failure_reaches_the_caller(
+    default_avatar, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: str
+) -> None:
+    """TTS and encoding run on their own threads: a failure there is raised by render_script,
+    no file is left behind, and no worker thread outlives the call."""
+    from realtime_avatar.media.mp4 import Mp4Writer
+    from realtime_avatar.tts.piper import PiperSynthesizer
+
+    if stage == "speech":
+        synthesize = PiperSynthesizer.synthesize
+
+        def broken_synthesize(self, text: str, language: str, turn_id: int = 0):  # type: ignore[no-untyped-def]
+            if turn_id == 1:
+                raise RuntimeError("broken stage")
+            return synthesize(self, text, language, turn_id)
+
+        monkeypatch.setattr(PiperSynthesizer, "synthesize", broken_synthesize)
+    else:
+        encode = Mp4Writer._encode
+
+        def broken_encode(self, rgb, audio):  # type: ignore[no-untyped-def]
+            if self._video_pts == 20:
+                raise RuntimeError("broken stage")
+            encode(self, rgb, audio)
+
+        monkeypatch.setattr(Mp4Writer, "_encode", broken_encode)
+    out = tmp_path / "broken.mp4"
+    with pytest.raises(RuntimeError, match="broken stage"):
+        render_script("The first sentence is fine. The second one is not.", out, language="en")
+    assert not list(tmp_path.iterdir())
+    assert not [t for t in threading.enumerate() if t.name in ("say-speech", "mp4-encoder")]
 
 
 @pytest.mark.parametrize(

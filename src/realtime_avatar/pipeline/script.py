@@ -1,36 +1,52 @@
-"""Script to video: text -> sentences -> TTS -> voice match -> animation -> MP4, streamed."""
+"""Script to video: text -> sentences -> TTS -> voice match -> animation -> MP4, streamed.
+
+``render_script`` runs its stages side by side, since one after another they leave a core
+idle: a worker thread speaks and voice-matches the sentences a little ahead (starting with
+the TTS voice load), the calling thread renders, and the MP4 writer's thread encodes.
+ONNX Runtime, WORLD, OpenCV and x264 release the GIL for their heavy work.
+"""
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
-from ..animate.mouth import AudioAnimator
-from ..avatars.registry import load_avatar
 from ..constants import FPS, OUTPUT_RATE_HZ
 from ..errors import InvalidTextError
 from ..frames import Speech
-from ..media.audio import decode_audio
-from ..media.mp4 import Mp4Writer, check_output_path
-from ..render.registry import create_renderer
 from ..settings import Settings, get_settings
 from ..text.chunker import normalize_for_speech, split_sentences
 from ..text.language import resolve_language
+from ..tts.base import Synthesizer
 from ..tts.registry import get_synthesizer
-from ..voice.base import VoiceMatcher
-from .avsync import AVSynth
-from .matching import build_matcher
+
+if TYPE_CHECKING:
+    from ..voice.base import VoiceMatcher
+
+# Rendering and encoding modules (OpenCV, PyAV, SciPy, pyworld: ~0.6 s to import) are
+# imported inside the functions, so `avatar say` starts loading the TTS voice first and
+# imports them while ONNX Runtime builds its session.
 
 log = logging.getLogger(__name__)
 
 LEAD_IN_FRAMES = 8  # a third of a second of the idle face before the first word
 PAUSE_FRAMES = 4  # between sentences, on top of the synthesizer's own silence
 TAIL_FRAMES = 12
+SPEECH_AHEAD = 2  # sentences spoken ahead of the renderer: enough to hide TTS, memory flat
+ENCODE_AHEAD = 16  # frames waiting for the encoder thread (~0.8 MB each)
 
 Progress = Callable[[int, int], None]
+MatcherFactory = Callable[[Synthesizer, str], "VoiceMatcher"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -49,6 +65,60 @@ class ScriptResult:
         return self.wall_s / max(self.duration_s, 1e-6)
 
 
+class _Prefetcher(Generic[T]):
+    """Run a generator on a worker thread, at most ``depth`` items ahead of its consumer.
+
+    Iterate it on one thread: the worker's exception is raised there. ``close`` stops the
+    worker and joins it, wherever it is (it finishes the step it is in first).
+    """
+
+    def __init__(self, items: Generator[T, None, None], depth: int, name: str) -> None:
+        self._items = items
+        self._queue: queue.Queue[tuple[Literal["item", "error", "end"], Any]] = queue.Queue(
+            maxsize=depth
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def __iter__(self) -> Iterator[T]:
+        while True:
+            kind, value = self._queue.get()
+            if kind == "error":
+                raise value
+            if kind == "end":
+                return
+            yield value
+
+    def close(self) -> None:
+        """Stop the worker and wait for it; an error it had that nobody asked for is dropped."""
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            for item in self._items:
+                if not self._put("item", item):
+                    return
+        except BaseException as error:  # noqa: BLE001 - raised again in the consumer
+            self._put("error", error)
+        else:
+            self._put("end", None)
+        finally:
+            self._items.close()  # runs the generator's cleanup when stopped early
+
+    def _put(self, kind: Literal["item", "error", "end"], value: object) -> bool:
+        """Queue one message unless told to stop first; a full queue is retried, not waited
+        on forever, so ``close`` never deadlocks with a consumer that has gone."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put((kind, value), timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+
 SWITCH_MIN_CHARS = 30  # shorter sentences are too ambiguous to switch language on
 
 
@@ -58,6 +128,26 @@ def _sentence_language(sentence: str, overall: str) -> str:
     if detected == overall or (len(sentence) < SWITCH_MIN_CHARS and detected != "zh"):
         return overall
     return detected
+
+
+def _speeches(
+    text: str,
+    sentences: list[str],
+    fixed: str | None,
+    settings: Settings,
+    matcher_for: Future[MatcherFactory],
+) -> Generator[tuple[str, Speech], None, None]:
+    """Each sentence spoken and moved to the avatar's voice, with its language."""
+    overall = fixed or resolve_language("auto", text)
+    matchers: dict[str, VoiceMatcher] = {}
+    for index, sentence in enumerate(sentences):
+        lang = fixed or _sentence_language(sentence, overall)
+        synth = get_synthesizer(lang, settings)
+        speech = synth.synthesize(sentence, lang, turn_id=index)
+        if lang not in matchers:
+            # The avatar the matcher needs loads on the main thread meanwhile.
+            matchers[lang] = matcher_for.result()(synth, lang)
+        yield lang, matchers[lang].convert(speech)
 
 
 MAX_USER_AUDIO_S = 600.0
@@ -73,6 +163,13 @@ def render_audio(
     progress: Progress | None = None,
 ) -> ScriptResult:
     """Lip-sync a recording the user brings (no TTS): the mouth follows the audio alone."""
+    from ..animate.mouth import AudioAnimator
+    from ..avatars.registry import load_avatar
+    from ..media.audio import decode_audio
+    from ..media.mp4 import Mp4Writer, check_output_path
+    from ..render.registry import create_renderer
+    from .avsync import AVSynth
+
     started = time.perf_counter()
     settings = settings or get_settings()
     out_path = check_output_path(out_path)
@@ -81,7 +178,8 @@ def render_audio(
     renderer = create_renderer(settings.renderer, avatar.face_rgb, avatar.landmarks)
     av_synth = AVSynth(renderer, AudioAnimator())
     block = int(AUDIO_BLOCK_S * OUTPUT_RATE_HZ)
-    with Mp4Writer(out_path, renderer.size_px, renderer.size_px) as writer:
+    size = renderer.size_px
+    with Mp4Writer(out_path, size, size, background_frames=ENCODE_AHEAD) as writer:
         for start in range(0, len(pcm), block):
             piece = Speech(0, "", "", pcm[start : start + block], OUTPUT_RATE_HZ)
             for frame in av_synth.speech_frames(piece):
@@ -103,6 +201,8 @@ def render_script(
     progress: Progress | None = None,
 ) -> ScriptResult:
     """Speak ``text`` with the avatar into an MP4; memory stays flat with text length."""
+    from ..media.mp4 import check_output_path
+
     started = time.perf_counter()
     settings = settings or get_settings()
     clean = (text or "").strip()
@@ -114,34 +214,44 @@ def render_script(
     fixed = None if language == "auto" else resolve_language(language, clean)
     if fixed is not None:
         get_synthesizer(fixed, settings)
-    overall = fixed or resolve_language("auto", clean)
-    avatar = load_avatar(avatar_name, settings=settings)
-    renderer = create_renderer(settings.renderer, avatar.face_rgb, avatar.landmarks)
-    av_synth = AVSynth(renderer)
-    matchers: dict[str, VoiceMatcher] = {}
-    total_chars = sum(len(s) for s in sentences)
-    done_chars = 0
-    languages: list[str] = []
-    with Mp4Writer(out_path, renderer.size_px, renderer.size_px) as writer:
-        for _ in range(LEAD_IN_FRAMES):
-            frame = av_synth.idle_frame()
-            writer.write(frame.rgb, frame.audio)
-        for index, sentence in enumerate(sentences):
-            lang = fixed or _sentence_language(sentence, overall)
-            synth = get_synthesizer(lang, settings)
-            if lang not in matchers:
-                matchers[lang] = build_matcher(settings, avatar, synth, lang)
-                languages.append(lang)
-            speech = matchers[lang].convert(synth.synthesize(sentence, lang, turn_id=index))
-            for frame in av_synth.speech_frames(speech):
-                writer.write(frame.rgb, frame.audio)
-            for _ in range(PAUSE_FRAMES if index < len(sentences) - 1 else TAIL_FRAMES):
+    matcher_for: Future[MatcherFactory] = Future()
+    speeches = _Prefetcher(
+        _speeches(clean, sentences, fixed, settings, matcher_for), SPEECH_AHEAD, "say-speech"
+    )
+    try:
+        from ..avatars.registry import load_avatar
+        from ..media.mp4 import Mp4Writer
+        from ..render.registry import create_renderer
+        from .avsync import AVSynth
+        from .matching import build_matcher
+
+        avatar = load_avatar(avatar_name, settings=settings)
+        matcher_for.set_result(partial(build_matcher, settings, avatar))
+        renderer = create_renderer(settings.renderer, avatar.face_rgb, avatar.landmarks)
+        av_synth = AVSynth(renderer)
+        total_chars = sum(len(s) for s in sentences)
+        done_chars = 0
+        languages: list[str] = []
+        size = renderer.size_px
+        with Mp4Writer(out_path, size, size, background_frames=ENCODE_AHEAD) as writer:
+            for _ in range(LEAD_IN_FRAMES):
                 frame = av_synth.idle_frame()
                 writer.write(frame.rgb, frame.audio)
-            done_chars += len(sentence)
-            if progress:
-                progress(done_chars, total_chars)
-        frames = writer.frames
+            for index, (lang, speech) in enumerate(speeches):
+                if lang not in languages:
+                    languages.append(lang)
+                for frame in av_synth.speech_frames(speech):
+                    writer.write(frame.rgb, frame.audio)
+                for _ in range(PAUSE_FRAMES if index < len(sentences) - 1 else TAIL_FRAMES):
+                    frame = av_synth.idle_frame()
+                    writer.write(frame.rgb, frame.audio)
+                done_chars += len(sentences[index])
+                if progress:
+                    progress(done_chars, total_chars)
+            frames = writer.frames
+    finally:
+        matcher_for.cancel()  # wakes the worker if the avatar never loaded
+        speeches.close()
     wall = time.perf_counter() - started
     result = ScriptResult(out_path, frames, frames / FPS, wall, len(sentences), tuple(languages))
     log.info("wrote %s: %.1f s of video in %.1f s", out_path, result.duration_s, wall)
