@@ -153,3 +153,19 @@ def test_trim_trailing_silence_shortens_only_the_closing_pause() -> None:
     assert abs(trimmed.phonemes[-1].end_s - trimmed.duration_s) < 0.001
     assert np.array_equal(trimmed.pcm, speech.pcm[: len(trimmed.pcm)])
     assert trim_trailing_silence(trimmed, 0.3) is trimmed  # nothing more to cut
+
+
+def test_frame_clock_moves_on_when_an_answer_is_cut_off(default_avatar) -> None:  # type: ignore[no-untyped-def]
+    # The clock names frames to the client (first/last frame of a turn): a barge-in that
+    # abandons an utterance after one frame must not make the next frame reuse its index.
+    from realtime_avatar.pipeline.avsync import AVSynth
+    from realtime_avatar.render.mesh2d import Mesh2DRenderer
+    from realtime_avatar.tts.registry import get_synthesizer
+
+    synth = AVSynth(Mesh2DRenderer(default_avatar.face_rgb, default_avatar.landmarks))
+    assert synth.idle_frame().index == 0
+    frames = synth.speech_frames(get_synthesizer("en").synthesize("Hello there.", "en"))
+    assert next(frames).index == 1
+    assert next(frames).index == 2
+    del frames  # interrupted
+    assert synth.idle_frame().index == 3

@@ -81,8 +81,11 @@ class AVSynth:
         audio[: len(pcm)] = float_to_int16(pcm)
         mouth = self.animator.mouth_track(speech, n_frames)
         for i in range(n_frames):
-            params = self.idle.params(self.frame_index, mouth[i], speech.turn_id)
+            index = self.frame_index
+            # Counted before the yield: a barge-in abandons this generator right after one,
+            # and the clock must still move on (it names frames to the client).
+            self.frame_index += 1
+            params = self.idle.params(index, mouth[i], speech.turn_id)
             rgb = self.renderer.render(params)
             chunk = audio[i * SAMPLES_PER_FRAME : (i + 1) * SAMPLES_PER_FRAME]
-            yield AVFrame(speech.turn_id, self.frame_index, rgb, chunk, speaking=True)
-            self.frame_index += 1
+            yield AVFrame(speech.turn_id, index, rgb, chunk, speaking=True)
