@@ -329,6 +329,6 @@ def test_a_looped_short_phrase_keeps_its_first_saying() -> None:
     looped = phrase * 3 + phrase[:2]  # cut by the token budget mid-phrase
     assert _looped_unit(looped, audio_s=0.9) == 5
     # Long enough audio to say it three times: not trimmed (the 30 s retry decides).
-    assert _looped_unit(looped, audio_s=3.0) is None
+    assert _looped_unit(looped, audio_s=4.0) is None
     # Not one phrase over and over.
     assert _looped_unit([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15], 0.5) is None

@@ -173,7 +173,7 @@ def _ends_in_a_loop(tokens: list[int]) -> bool:
     return False
 
 
-MAX_TOKENS_PER_S = 8.0  # faster than anyone speaks (about 3 words, 4 tokens, a second)
+MAX_TOKENS_PER_S = 5.0  # brisk speech: about 3.5 words, 5 tokens, a second
 
 
 def _looped_unit(tokens: list[int], audio_s: float) -> int | None:
@@ -183,7 +183,7 @@ def _looped_unit(tokens: list[int], audio_s: float) -> int | None:
     do you run? Where do you run?": more tokens than 0.9 s of speech can carry, all one
     phrase over and over. Its first saying is the transcript.
     """
-    if len(tokens) <= MAX_TOKENS_PER_S * audio_s + 2:
+    if len(tokens) <= MAX_TOKENS_PER_S * audio_s + 1:
         return None  # there was time to say it all: a real repetition, or a decode to redo
     for unit in range(3, len(tokens) // 2 + 1):
         if all(tokens[i] == tokens[i % unit] for i in range(len(tokens))):

@@ -264,6 +264,7 @@ async def _conversation(base: str, turns: int, barge_ins: int, ctx: BenchContext
                     out.setdefault(f"server_{stage}", []).append(turn[stage])
             out["mic_path"].append((turn["speech_end_mono"] - end) * 1000)
             out["speculative"].append(1.0 if turn.get("speculative") else 0.0)
+            out.setdefault("gap_ms", []).append(40.0 * float(turn.get("gap_frames", 0)))
         for i in range(barge_ins):
             ctx.progress("barge-in", turns + i + 1, total)
             seen = len(call.record.events)
@@ -374,6 +375,16 @@ def conversation_figures(
             data["mic_path"],
             None,
             "Opus, network, receive buffer, resampling, VAD frame",
+            command,
+        ),
+        Figure(
+            "answer_gap_ms",
+            "silence inside an answer (next piece late)",
+            "ms",
+            data.get("gap_ms", []),
+            Target("<=", 0.0, "p95"),
+            "idle frames between the first and last frame of each answer: a piece that "
+            "was not synthesized by the time the one before it ended",
             command,
         ),
         Figure(

@@ -89,6 +89,7 @@ class TurnTimings:
     error: str = ""
     first_frame_index: int = -1
     last_frame_index: int = -1
+    frames_played: int = 0  # answer frames; fewer than last - first + 1 means gaps
     speculative: bool = False  # the reply was prepared during the pause, before the end
 
     def stage_ms(self) -> dict[str, float]:
@@ -601,6 +602,13 @@ class ConversationSession:
                 # The session's frame clock: the transport maps it to what the client sees.
                 "first_frame_index": timing.first_frame_index,
                 "last_frame_index": timing.last_frame_index,
+                # Idle frames between the answer's pieces: the next one was not ready.
+                "gap_frames": max(
+                    timing.last_frame_index - timing.first_frame_index + 1 - timing.frames_played,
+                    0,
+                )
+                if timing.frames_played
+                else 0,
                 "speculative": timing.speculative,
                 **timing.stage_ms(),
             }
@@ -640,6 +648,7 @@ class ConversationSession:
         timing = self._timings.get(frame.turn_id)
         if timing is not None:
             timing.last_frame_index = frame.index
+            timing.frames_played += 1
         if timing is not None and not timing.first_frame:
             timing.first_frame = time.monotonic()
             timing.first_frame_index = frame.index
