@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -80,6 +82,23 @@ def register(
     )
 
 
+def _remember_ctrl_c() -> threading.Event:
+    """Ctrl-C raises KeyboardInterrupt as usual and is also remembered.
+
+    A native library that checks for signals on the main thread can swallow the
+    KeyboardInterrupt (seen once: `say` ran to the end after Ctrl-C); the long loops check
+    the flag after each sentence and stop anyway.
+    """
+    interrupted = threading.Event()
+
+    def on_sigint(_signum: int, _frame: object) -> None:
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    return interrupted
+
+
 @app.command()
 def say(
     text: Annotated[str | None, typer.Argument(help="what the avatar says")] = None,
@@ -101,17 +120,19 @@ def say(
     """Turn a script (or a recording) into a lip-synced talking video (H.264 + AAC MP4)."""
     from .pipeline.script import render_audio, render_script
 
+    interrupted = _remember_ctrl_c()
     if audio is not None:
         if text is not None or text_file is not None:
             _fail("give either text or --audio, not both")
         with _progress() as bar:
             task = bar.add_task("animating", total=None)
-            done = render_audio(
-                audio,
-                output,
-                avatar_name=avatar,
-                progress=lambda d, t: bar.update(task, completed=d, total=t),
-            )
+
+            def animated(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+                if interrupted.is_set():
+                    raise KeyboardInterrupt
+
+            done = render_audio(audio, output, avatar_name=avatar, progress=animated)
         console.print(
             f"[green]wrote[/] {done.path} ({done.duration_s:.1f} s) in {done.wall_s:.1f} s"
         )
@@ -133,6 +154,8 @@ def say(
 
         def advance(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
+            if interrupted.is_set():
+                raise KeyboardInterrupt
 
         result = render_script(
             text or "", output, avatar_name=avatar, language=lang, progress=advance
