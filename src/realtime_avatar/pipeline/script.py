@@ -138,16 +138,36 @@ def _speeches(
     matcher_for: Future[MatcherFactory],
 ) -> Generator[tuple[str, Speech], None, None]:
     """Each sentence spoken and moved to the avatar's voice, with its language."""
-    overall = fixed or resolve_language("auto", text)
-    matchers: dict[str, VoiceMatcher] = {}
-    for index, sentence in enumerate(sentences):
-        lang = fixed or _sentence_language(sentence, overall)
-        synth = get_synthesizer(lang, settings)
-        speech = synth.synthesize(sentence, lang, turn_id=index)
-        if lang not in matchers:
-            # The avatar the matcher needs loads on the main thread meanwhile.
-            matchers[lang] = matcher_for.result()(synth, lang)
-        yield lang, matchers[lang].convert(speech)
+    preload = None
+    if fixed is None:
+        # English is the likeliest: its voice (~0.4 s to load) loads while the language
+        # detector does (~0.4 s); a failure here is met again, and reported, when used.
+        preload = threading.Thread(
+            target=_load_quietly, args=("en", settings), name="say-preload", daemon=True
+        )
+        preload.start()
+    try:
+        overall = fixed or resolve_language("auto", text)
+        matchers: dict[str, VoiceMatcher] = {}
+        for index, sentence in enumerate(sentences):
+            lang = fixed or _sentence_language(sentence, overall)
+            synth = get_synthesizer(lang, settings)
+            speech = synth.synthesize(sentence, lang, turn_id=index)
+            if lang not in matchers:
+                # The avatar the matcher needs loads on the main thread meanwhile.
+                matchers[lang] = matcher_for.result()(synth, lang)
+            yield lang, matchers[lang].convert(speech)
+    finally:
+        if preload is not None:
+            preload.join()
+
+
+def _load_quietly(language: str, settings: Settings) -> None:
+    """Load a synthesizer ahead of need; its errors surface when it is really asked for."""
+    try:
+        get_synthesizer(language, settings)
+    except Exception:  # noqa: BLE001 - reported by the real call
+        log.debug("preloading the %s voice failed", language, exc_info=True)
 
 
 MAX_USER_AUDIO_S = 600.0
