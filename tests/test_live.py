@@ -16,9 +16,8 @@ import httpx
 import numpy as np
 import pytest
 
-from realtime_avatar.evaluate.rtc_client import MIC_RATE_HZ, AvatarCall, Clip
+from realtime_avatar.evaluate.rtc_client import MIC_RATE_HZ, AvatarCall, Clip, mic_audio
 from realtime_avatar.media.audio import resample
-from realtime_avatar.tts.registry import get_synthesizer
 from realtime_avatar.vad.registry import get_vad
 
 from .live_server import running_server
@@ -26,11 +25,7 @@ from .live_server import running_server
 BARGE_IN_BUDGET_S = 0.3
 
 
-def spoken(text: str, language: str = "en") -> np.ndarray:
-    """Speech for the client's microphone (48 kHz) with a little silence after it."""
-    speech = get_synthesizer(language).synthesize(text, language)
-    pcm = resample(speech.pcm, speech.sample_rate_hz, MIC_RATE_HZ) * 0.8
-    return np.concatenate([pcm, np.zeros(int(0.3 * MIC_RATE_HZ), np.float32)])
+spoken = mic_audio  # speech for the client's microphone, with a little silence after it
 
 
 @pytest.fixture(scope="module")
@@ -196,8 +191,7 @@ def test_backend_failure_gives_fallback_and_the_talk_goes_on(data_dir: Path) -> 
 
 def _trimmed(text: str) -> np.ndarray:
     """Speech cut right after its last loud 10 ms, so the gap after it is known."""
-    speech = get_synthesizer("en").synthesize(text, "en")
-    pcm = resample(speech.pcm, speech.sample_rate_hz, MIC_RATE_HZ) * 0.8
+    pcm = mic_audio(text)
     hop = MIC_RATE_HZ // 100
     levels = np.sqrt(np.mean(pcm[: len(pcm) // hop * hop].reshape(-1, hop) ** 2, axis=1))
     return pcm[: (int(np.flatnonzero(levels > 0.01)[-1]) + 1) * hop]

@@ -49,13 +49,10 @@ LIVE_COMMAND = "avatar bench --only {group}"
 
 @cache
 def _speech(text: str) -> np.ndarray:
-    """``text`` spoken by Piper at the client's microphone rate (cached per text)."""
-    from ..evaluate.rtc_client import MIC_RATE_HZ
-    from ..media.audio import resample
-    from ..tts.registry import get_synthesizer
+    """``text`` spoken by Piper into the client's microphone (cached per text)."""
+    from ..evaluate.rtc_client import mic_audio
 
-    speech = get_synthesizer("en").synthesize(text, "en")
-    return (resample(speech.pcm, speech.sample_rate_hz, MIC_RATE_HZ) * 0.8).astype(np.float32)
+    return mic_audio(text, "en")
 
 
 def proc_stats(pid: int) -> tuple[float, float]:
@@ -118,6 +115,7 @@ def asr_figures(ctx: BenchContext) -> list[Figure]:
     from ..constants import ASR_RATE_HZ
     from ..evaluate.rtc_client import MIC_RATE_HZ
     from ..media.audio import resample
+    from ..pipeline.session import PREROLL_S
     from ..vad.registry import get_vad
 
     settings = ctx.settings
@@ -145,7 +143,7 @@ def asr_figures(ctx: BenchContext) -> list[Figure]:
             events = vad.feed(block)
             if utterance is None and any(e.kind == "start" for e in events):
                 utterance = recognizer.start(index, "en")
-                utterance.feed(pcm[max(0, start - int(0.3 * ASR_RATE_HZ)) : start])
+                utterance.feed(pcm[max(0, start - int(PREROLL_S * ASR_RATE_HZ)) : start])
             if utterance is None:
                 continue
             utterance.feed(block)

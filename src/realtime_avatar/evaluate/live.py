@@ -24,12 +24,10 @@ import av
 import numpy as np
 
 from ..constants import FPS
-from ..media.audio import resample
-from ..tts.registry import get_synthesizer
 from .face_points import BlazeFaceLocator
 from .lipsync import MouthMeter, level_db
 from .manifest import TurnSpec
-from .rtc_client import MIC_RATE_HZ, AvatarCall, Clip
+from .rtc_client import AvatarCall, Clip, mic_audio
 
 log = logging.getLogger(__name__)
 
@@ -136,13 +134,6 @@ def _binned(times: list[float], values: list[float], start: float, n: int) -> np
         grid = np.arange(n)
         out[~filled] = np.interp(grid[~filled], grid[filled], out[filled])
     return out
-
-
-def mic_audio(text: str, language: str) -> np.ndarray:
-    """Speech for the client's microphone (48 kHz float32) with 0.3 s of silence after it."""
-    speech = get_synthesizer(language).synthesize(text, language)
-    pcm = resample(speech.pcm, speech.sample_rate_hz, MIC_RATE_HZ) * 0.8
-    return np.concatenate([pcm, np.zeros(int(0.3 * MIC_RATE_HZ), np.float32)]).astype(np.float32)
 
 
 def _is_user_final(after_turn: int) -> Callable[[dict[str, Any]], bool]:

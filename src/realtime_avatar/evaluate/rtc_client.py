@@ -23,7 +23,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.mediastreams import MediaStreamError
 
 from .. import rtc_loopback
-from ..constants import FPS
+from ..constants import VIDEO_TICKS_PER_FRAME
 from ..face.landmarks import LIP_LOWER_OUTER, LIP_UPPER_OUTER, face_mesh
 from ..rtc_buffers import use_low_latency_buffers
 
@@ -32,7 +32,16 @@ rtc_loopback.enable()
 MIC_RATE_HZ = 48_000
 MIC_FRAME = 960  # 20 ms
 DARK_LEVEL = 70  # grey level under which a mouth pixel counts as open-mouth dark
-VIDEO_TICKS_PER_FRAME = 90_000 // FPS  # RTP video clock
+
+
+def mic_audio(text: str, language: str = "en") -> np.ndarray:
+    """Speech for the client's microphone (48 kHz float32) with 0.3 s of silence after it."""
+    from ..media.audio import resample
+    from ..tts.registry import get_synthesizer
+
+    speech = get_synthesizer(language).synthesize(text, language)
+    pcm = resample(speech.pcm, speech.sample_rate_hz, MIC_RATE_HZ) * 0.8
+    return np.concatenate([pcm, np.zeros(int(0.3 * MIC_RATE_HZ), np.float32)]).astype(np.float32)
 
 
 @dataclass

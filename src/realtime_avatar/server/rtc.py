@@ -18,15 +18,19 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.mediastreams import MediaStreamError
 
 from .. import rtc_loopback
-from ..constants import ASR_RATE_HZ, FPS, OUTPUT_RATE_HZ
+from ..constants import (
+    ASR_RATE_HZ,
+    FPS,
+    OUTPUT_RATE_HZ,
+    VIDEO_CLOCK_HZ,
+    VIDEO_TICKS_PER_FRAME,
+)
 from ..frames import AVFrame
 from ..pipeline.session import ConversationSession
 from ..rtc_buffers import use_low_latency_buffers
 
 log = logging.getLogger(__name__)
 
-VIDEO_CLOCK_HZ = 90_000
-VIDEO_TICKS_PER_FRAME = VIDEO_CLOCK_HZ // FPS
 QUEUE_FRAMES = 3  # frames buffered toward the encoder: enough to absorb jitter, no more
 MIC_SILENCE_TIMEOUT_S = 60.0
 
