@@ -7,14 +7,16 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, TaskID
 
 from .errors import AvatarError
+from .progress import progress_bar
 
 app = typer.Typer(
     add_completion=False,
@@ -30,14 +32,7 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
+    return progress_bar(console)
 
 
 @app.command()
@@ -99,6 +94,19 @@ def _remember_ctrl_c() -> threading.Event:
     return interrupted
 
 
+def _stoppable(
+    bar: Progress, task: TaskID, interrupted: threading.Event
+) -> Callable[[int, int], None]:
+    """A progress callback that moves the bar and stops the work once Ctrl-C was pressed."""
+
+    def report(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+
+    return report
+
+
 @app.command()
 def say(
     text: Annotated[str | None, typer.Argument(help="what the avatar says")] = None,
@@ -125,13 +133,7 @@ def say(
         if text is not None or text_file is not None:
             _fail("give either text or --audio, not both")
         with _progress() as bar:
-            task = bar.add_task("animating", total=None)
-
-            def animated(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
-                if interrupted.is_set():
-                    raise KeyboardInterrupt
-
+            animated = _stoppable(bar, bar.add_task("animating", total=None), interrupted)
             done = render_audio(audio, output, avatar_name=avatar, progress=animated)
         console.print(
             f"[green]wrote[/] {done.path} ({done.duration_s:.1f} s) in {done.wall_s:.1f} s"
@@ -150,12 +152,7 @@ def say(
     if text is None:
         _fail('nothing to say: pass the text, e.g. avatar say "Hello!" -o hello.mp4')
     with _progress() as bar:
-        task = bar.add_task("speaking", total=None)
-
-        def advance(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-            if interrupted.is_set():
-                raise KeyboardInterrupt
+        advance = _stoppable(bar, bar.add_task("speaking", total=None), interrupted)
 
         result = render_script(
             text or "", output, avatar_name=avatar, language=lang, progress=advance

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from ..errors import AvatarError
+from ..progress import progress_bar
 from .figures import BenchContext, Figure
 from .machine import machine_info
 from .offline import render_figures, say_figures, tts_figures
@@ -136,14 +137,7 @@ def _data_dir_env(data_dir: Path) -> Iterator[None]:
 
 
 def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,  # the table that follows is the result
-    )
+    return progress_bar(console, transient=True)  # the table that follows is the result
 
 
 def _run_group(
