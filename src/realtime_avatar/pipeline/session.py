@@ -137,6 +137,13 @@ class _Speculation:
             action()
 
 
+def _later_for(speculation: _Speculation | None) -> Callable[[Callable[[], None]], None]:
+    """How a turn's events go out: held by its speculation until released, else at once."""
+    if speculation is not None:
+        return speculation.later
+    return lambda action: action()
+
+
 @dataclass
 class SessionStages:
     """The per-session stage instances (models inside them are loaded once per process)."""
@@ -438,7 +445,7 @@ class ConversationSession:
     ) -> None:
         """Answer what ``heard`` returns; under a speculation, speech and events are held."""
         timing = self._timings[turn]
-        later = speculation.later if speculation is not None else (lambda action: action())
+        later = _later_for(speculation)
         try:
             transcript = await heard()
             asr_done = time.monotonic()
@@ -495,7 +502,7 @@ class ConversationSession:
         # A short first piece starts the voice sooner; later pieces may be longer.
         chunker = reply_chunker()
         spoken: list[str] = []
-        later = speculation.later if speculation is not None else (lambda action: action())
+        later = _later_for(speculation)
 
         def emit(event: dict[str, Any]) -> None:
             later(lambda: self._emit(event))
