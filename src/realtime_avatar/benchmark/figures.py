@@ -78,7 +78,7 @@ class Figure:
     samples: list[float] = field(default_factory=list)
     target: Target | None = None
     notes: str = ""  # conditions worth knowing when reading the number
-    command: str = ""  # how to look closer, e.g. "python bench/core.py"
+    command: str = ""  # how to look closer, e.g. "avatar bench --only render"
 
     def summary(self) -> dict[str, float | int | None]:
         """min, p50 (median), p95, max and n over the samples; None where there are none."""

@@ -130,7 +130,7 @@ def render_figures(ctx: BenchContext) -> list[Figure]:
             render_ms,
             Target("<=", 6.0, "p50"),
             notes,
-            "python bench/core.py",
+            "avatar bench --only render",
         ),
         Figure(
             "render_h264_ms",
@@ -139,7 +139,7 @@ def render_figures(ctx: BenchContext) -> list[Figure]:
             encode_ms,
             Target("<=", 10.0, "p50"),
             notes + ", libx264 veryfast + AAC",
-            "python bench/core.py",
+            "avatar bench --only render",
         ),
     ]
 
