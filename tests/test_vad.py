@@ -106,9 +106,22 @@ def test_chunk_size_does_not_change_the_events(speech: np.ndarray) -> None:
         assert _feed(get_vad(), pcm, chunk) == reference, f"chunk of {chunk} samples"
 
 
+def _up_to_vad_end(speech: np.ndarray) -> np.ndarray:
+    """The sentence cut where the VAD hears its silence begin.
+
+    A gap added after it is then the whole pause the VAD sees. Piper's renditions end
+    with quiet tails of varying length, which made the pause up to ~0.5 s longer than
+    the gap the test meant.
+    """
+    events = _feed(get_vad(pause_ms=None), np.concatenate([speech, _silence(1.0)]), 320)
+    end = [e for e in events if e.kind == "end"][-1]
+    return speech[: int(end.time_s * ASR_RATE_HZ)]
+
+
 def test_min_silence_decides_whether_a_pause_splits(speech: np.ndarray) -> None:
     pause_s = 0.3
-    pcm = np.concatenate([_silence(0.5), speech, _silence(pause_s), speech, _silence(1.0)])
+    first = _up_to_vad_end(speech)
+    pcm = np.concatenate([_silence(0.5), first, _silence(pause_s), speech, _silence(1.0)])
     long_wait = _feed(get_vad(min_silence_ms=600, pause_ms=None), pcm, 320)
     short_wait = _feed(get_vad(min_silence_ms=150, pause_ms=None), pcm, 320)
     assert [e.kind for e in long_wait] == ["start", "end"]
@@ -118,7 +131,8 @@ def test_min_silence_decides_whether_a_pause_splits(speech: np.ndarray) -> None:
 
 
 def test_a_pause_is_resumed_when_the_user_goes_on(speech: np.ndarray) -> None:
-    pcm = np.concatenate([_silence(0.5), speech, _silence(0.25), speech, _silence(1.0)])
+    first = _up_to_vad_end(speech)
+    pcm = np.concatenate([_silence(0.5), first, _silence(0.25), speech, _silence(1.0)])
     events = _feed(get_vad(min_silence_ms=700, pause_ms=120), pcm, 320)
     kinds = [e.kind for e in events]
     # One turn; Piper's own gaps between words may add pause/resume pairs of their own.
@@ -129,7 +143,7 @@ def test_a_pause_is_resumed_when_the_user_goes_on(speech: np.ndarray) -> None:
             assert after in ("resume", "end")
     assert events[-2].time_s == events[-1].time_s
     # The user went on where the second sentence starts, after its gap began.
-    gap_start = 0.5 + len(speech) / ASR_RATE_HZ
+    gap_start = 0.5 + len(first) / ASR_RATE_HZ
     resumes = [e.time_s for e in events if e.kind == "resume"]
     assert any(gap_start < t < gap_start + 0.25 + 0.2 for t in resumes), resumes
 
