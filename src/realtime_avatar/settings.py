@@ -31,7 +31,9 @@ class Settings(BaseSettings):
     config_file: Path | None = None
 
     render_size_px: int = RENDER_SIZE_PX
-    renderer: str = "mesh2d"
+    renderer: str = "mesh2d"  # a name in render/registry.py RENDERERS
+    renderer_model_path: Path | None = None  # weights a neural renderer loads (its own layout)
+    renderer_device: str = "cpu"  # "cpu" or "cuda[:N]" for renderers that can use a GPU
     voice_matcher: str = "world"
     tts_english: str = "piper"
     tts_other: str = "espeak"
@@ -62,6 +64,7 @@ class Settings(BaseSettings):
     # Silence after which the reply starts speculatively (transcript, first words), held
     # back until the turn really ends and dropped if the user goes on; None turns it off.
     vad_pause_ms: float | None = 64.0
+    max_utterance_s: float = 30.0  # a user who talks this long without a pause is answered
     # English listens with Whisper tiny.en (the fast default); "auto", "es" and "zh" with the
     # multilingual base, about three times slower per decode.
     language: str = "en"

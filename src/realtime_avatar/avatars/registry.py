@@ -28,6 +28,7 @@ from ..errors import (
     InvalidTextError,
 )
 from ..face.crop import crop_to_square, head_crop_box
+from ..render.base import FaceImage
 from ..face.landmarks import check_pose, choose_face, face_mesh, face_size_px
 from ..media.audio import decode_audio, validate_voice
 from ..media.image import load_rgb
@@ -60,6 +61,11 @@ class Avatar:
     @property
     def voice_path(self) -> Path:
         return self.path / "voice.wav"
+
+    @property
+    def face(self) -> FaceImage:
+        """What a renderer is built from."""
+        return FaceImage(self.face_rgb, self.landmarks, self.path)
 
     @property
     def display_name(self) -> str:

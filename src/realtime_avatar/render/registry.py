@@ -1,26 +1,42 @@
-"""Renderer names (as settings spell them) to factories."""
+"""Renderer names (as settings spell them) to factories that build one for an avatar.
+
+A factory receives the avatar's prepared face and the settings (``renderer_model_path``,
+``renderer_device``), so a renderer that loads weights finds them there. Add one with
+``register_renderer`` (a plug-in, or a test) or by a line in ``RENDERERS``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
-
 from ..errors import ConfigurationError
-from .base import Renderer
-from .mesh2d import Mesh2DRenderer
+from ..settings import Settings
+from .base import FaceImage, Renderer
 
-RendererFactory = Callable[[np.ndarray, np.ndarray], Renderer]
-
-RENDERERS: dict[str, RendererFactory] = {"mesh2d": Mesh2DRenderer}
+RendererFactory = Callable[[FaceImage, Settings], Renderer]
 
 
-def create_renderer(name: str, face_rgb: np.ndarray, landmarks: np.ndarray) -> Renderer:
-    """A renderer for one avatar's prepared face."""
+def _mesh2d(face: FaceImage, settings: Settings) -> Renderer:
+    from .animated import AnimatedRenderer
+    from .mesh2d import Mesh2DRenderer
+
+    return AnimatedRenderer(Mesh2DRenderer(face.face_rgb, face.landmarks), name="mesh2d")
+
+
+RENDERERS: dict[str, RendererFactory] = {"mesh2d": _mesh2d}
+
+
+def register_renderer(name: str, factory: RendererFactory) -> None:
+    """Make ``AVATAR_RENDERER=name`` build renderers with ``factory``."""
+    RENDERERS[name] = factory
+
+
+def create_renderer(name: str, face: FaceImage, settings: Settings) -> Renderer:
+    """A renderer for one avatar's prepared face (one per session: it keeps the clock)."""
     try:
         factory = RENDERERS[name]
     except KeyError:
         raise ConfigurationError(
             f"unknown renderer {name!r}; set AVATAR_RENDERER to one of: {', '.join(RENDERERS)}"
         ) from None
-    return factory(face_rgb, landmarks)
+    return factory(face, settings)

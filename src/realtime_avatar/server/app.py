@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from .. import __version__
 from ..avatars.registry import list_avatars, load_avatar, validate_name
 from ..errors import AvatarError
+from ..events import ServerEvent, events_schema
 from ..settings import Settings, get_settings
 from . import metrics
 from .live import LiveServices
@@ -139,6 +140,11 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fas
         avatar = await asyncio.to_thread(load_avatar, validate_name(name), settings=settings)
         return FileResponse(avatar.path / "face.png", media_type="image/png")
 
+    @app.get("/api/v1/events.schema.json")
+    async def event_schema() -> dict[str, Any]:
+        """The JSON Schema of the data channel's events (see ``realtime_avatar.events``)."""
+        return events_schema()
+
     @app.get("/api/v1/options")
     async def options() -> dict[str, Any]:
         return services.options()
@@ -163,7 +169,7 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fas
             )
         rtc_holder: dict[str, RtcSession] = {}
 
-        def emit(event: dict[str, Any]) -> None:
+        def emit(event: ServerEvent) -> None:
             if "rtc" in rtc_holder:
                 rtc_holder["rtc"].emit(event)
 

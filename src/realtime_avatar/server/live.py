@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,17 +13,14 @@ from typing import Any
 from ..asr.registry import recognizer_for_language
 from ..avatars.registry import Avatar, ensure_default_avatar, list_avatars, load_avatar
 from ..dialogue.registry import FALLBACK_LINES, create_responder
-from ..pipeline.avsync import AVSynth
-from ..pipeline.matching import build_matcher
-from ..pipeline.session import ConversationSession, SessionStages, TurnTimings
+from ..engine.conversation import Conversation, EventSink, Stages
+from ..engine.turns import TurnRecord
+from ..engine.voice import AvatarVoice
 from ..render.registry import create_renderer
 from ..settings import Settings
 from ..store.db import Store
 from ..text.language import normalize_language_code
-from ..tts.base import Synthesizer
-from ..tts.registry import get_synthesizer
 from ..vad.registry import get_vad
-from ..voice.base import VoiceMatcher
 from . import metrics
 
 log = logging.getLogger(__name__)
@@ -37,7 +34,7 @@ class LiveSession:
     """A conversation session and its id in the store."""
 
     session_id: str
-    session: ConversationSession
+    session: Conversation
 
 
 class LiveServices:
@@ -47,11 +44,14 @@ class LiveServices:
         self.settings = settings
         self.store = Store(Path(settings.data_dir).expanduser() / "avatar.db")
         self._avatars: dict[str, Avatar] = {}
-        self._matchers: dict[tuple[str, str, str], VoiceMatcher] = {}
+        self._voices: dict[str, AvatarVoice] = {}
         self._lock = threading.Lock()
+        # SQLite writes leave the event loop on one thread of their own, in order.
+        self._store_pool = ThreadPoolExecutor(1, thread_name_prefix="store")
 
     def close(self) -> None:
-        """Release the store."""
+        """Finish pending writes and release the store."""
+        self._store_pool.shutdown(wait=True)
         self.store.close()
 
     def ensure_default(self) -> None:
@@ -61,12 +61,7 @@ class LiveServices:
     def warm_up(self) -> None:
         """Load every default model now so the first visitor does not wait for it."""
         self.ensure_default()
-        avatar = self._avatar("default")
-        synth = get_synthesizer("en", self.settings)
-        warm = getattr(synth, "warm_up", None)
-        if callable(warm):
-            warm()
-        self._matcher(avatar, synth, "en")
+        self._voice(self._avatar("default")).warm_up("en")
         for language in dict.fromkeys(("en", self.settings.language)):
             recognizer = recognizer_for_language(language, self.settings)
             warm_asr = getattr(recognizer, "warm_up", None)
@@ -91,22 +86,20 @@ class LiveServices:
                 self._avatars[name] = load_avatar(name, settings=self.settings)
             return self._avatars[name]
 
-    def _matcher(self, avatar: Avatar, synth: Synthesizer, language: str) -> VoiceMatcher:
-        key = (avatar.name, synth.name, language)
+    def _voice(self, avatar: Avatar) -> AvatarVoice:
+        """The avatar's speech stage, shared by its sessions (it caches its matchers)."""
         with self._lock:
-            matcher = self._matchers.get(key)
-        if matcher is None:
-            matcher = build_matcher(self.settings, avatar, synth, language)
-            with self._lock:
-                self._matchers[key] = matcher
-        return matcher
+            voice = self._voices.get(avatar.name)
+            if voice is None:
+                voice = self._voices[avatar.name] = AvatarVoice.for_avatar(avatar, self.settings)
+            return voice
 
     async def open_session(
         self,
         avatar_name: str,
         language: str | None,
         dialogue: str | None,
-        emit: Callable[[dict[str, Any]], None],
+        emit: EventSink,
     ) -> LiveSession:
         """Build a conversation for one peer (heavy parts in a worker thread)."""
         language = normalize_language_code(language or self.settings.language)
@@ -116,44 +109,49 @@ class LiveServices:
         return await asyncio.to_thread(self._build, avatar_name, language, dialogue, emit)
 
     def _build(
-        self, avatar_name: str, language: str, dialogue: str, emit: Callable[[dict[str, Any]], None]
+        self, avatar_name: str, language: str, dialogue: str, emit: EventSink
     ) -> LiveSession:
         settings = self.settings
         avatar = self._avatar(avatar_name)
-        renderer = create_renderer(settings.renderer, avatar.face_rgb, avatar.landmarks)
-        responder = create_responder(dialogue, settings, avatar.persona, avatar.display_name)
-        stages = SessionStages(
+        stages = Stages(
             vad=get_vad(settings=settings),
             recognizer=recognizer_for_language(language, settings),
-            responder=responder,
-            synthesizer_for=lambda lang: get_synthesizer(lang, settings),
-            matcher_for=lambda synth, lang: self._matcher(avatar, synth, lang),
+            responder=create_responder(dialogue, settings, avatar.persona, avatar.display_name),
+            speech=self._voice(avatar),
+            renderer=create_renderer(settings.renderer, avatar.face, settings),
             fallback_lines=dict(FALLBACK_LINES),
         )
         session_id = self.store.open_session(avatar.name, language, dialogue)
 
-        def on_turn(timing: TurnTimings) -> None:
-            stage_ms = timing.stage_ms()
-            metrics.observe_turn(stage_ms, timing.interrupted, bool(timing.error))
-            record = {
-                "turn_id": timing.turn_id,
-                "language": timing.language,
-                "user_text": timing.user_text,
-                "reply_text": timing.reply_text,
-                "interrupted": timing.interrupted,
-                "error": timing.error,
+        def on_turn(turn: TurnRecord) -> None:
+            stage_ms = turn.stage_ms()
+            metrics.observe_turn(stage_ms, turn.interrupted, bool(turn.error))
+            row = {
+                "turn_id": turn.turn_id,
+                "language": turn.language,
+                "user_text": turn.user_text,
+                "reply_text": turn.reply_text,
+                "interrupted": turn.interrupted,
+                "error": turn.error,
                 **stage_ms,
             }
-            try:
-                self.store.record_turn(session_id, record)
-            except Exception:  # noqa: BLE001 - losing a log row must not end a conversation
-                log.exception("could not record turn")
+            self._store_pool.submit(self._record_turn, session_id, row)
 
-        session = ConversationSession(
-            AVSynth(renderer), stages, language=language, on_event=emit, on_turn=on_turn
+        session = Conversation(
+            stages,
+            language=language,
+            on_event=emit,
+            on_turn=on_turn,
+            max_utterance_s=settings.max_utterance_s,
         )
         return LiveSession(session_id, session)
 
+    def _record_turn(self, session_id: str, row: dict[str, Any]) -> None:
+        try:
+            self.store.record_turn(session_id, row)
+        except Exception:  # noqa: BLE001 - losing a log row must not end a conversation
+            log.exception("could not record turn")
+
     def close_session(self, session_id: str, reason: str) -> None:
-        """Record the end of a session."""
-        self.store.close_session(session_id, reason)
+        """Record the end of a session (on the store's thread, after its turns)."""
+        self._store_pool.submit(self.store.close_session, session_id, reason)

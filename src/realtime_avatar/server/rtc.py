@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.mediastreams import MediaStreamError
 
 from .. import rtc_loopback
+from ..events import EventError, MediaEvent, PingMessage, PongEvent, ServerEvent, parse_client_message, to_json
 from ..constants import (
     ASR_RATE_HZ,
     FPS,
@@ -26,7 +26,7 @@ from ..constants import (
     VIDEO_TICKS_PER_FRAME,
 )
 from ..frames import AVFrame
-from ..pipeline.session import ConversationSession
+from ..engine.conversation import Conversation
 from ..rtc_buffers import use_low_latency_buffers
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class RtcSession:
 
     def __init__(
         self,
-        session: ConversationSession,
+        session: Conversation,
         on_closed: Callable[[RtcSession, str], None],
     ) -> None:
         self.session = session
@@ -83,7 +83,7 @@ class RtcSession:
         self.video = _QueueTrack(
             "video",
             on_first=lambda frame: self.emit(
-                {"type": "media", "video_origin_index": frame.pts // VIDEO_TICKS_PER_FRAME}
+                MediaEvent(video_origin_index=frame.pts // VIDEO_TICKS_PER_FRAME)
             ),
         )
         self.audio = _QueueTrack("audio", depth=2 * QUEUE_FRAMES)  # two 20 ms frames per tick
@@ -93,7 +93,7 @@ class RtcSession:
         self._render_pool = ThreadPoolExecutor(1, thread_name_prefix="render")
         self._closed = False
         self._last_mic = time.monotonic()
-        self._pending_events: list[dict[str, Any]] = []
+        self._pending_events: list[ServerEvent] = []
         self.frames_sent = 0
 
     # ------------------------------------------------------------------ signalling
@@ -133,7 +133,7 @@ class RtcSession:
         return pc.localDescription
 
     # ------------------------------------------------------------------ events
-    def emit(self, event: dict[str, Any]) -> None:
+    def emit(self, event: ServerEvent) -> None:
         """Send an event to the page over the data channel (queued until it opens)."""
         if self._channel is None or self._channel.readyState != "open":
             if len(self._pending_events) < 200:
@@ -141,17 +141,18 @@ class RtcSession:
             return
         self._send(event)
 
-    def _send(self, event: dict[str, Any]) -> None:
+    def _send(self, event: ServerEvent) -> None:
         with contextlib.suppress(Exception):
-            self._channel.send(json.dumps(event, ensure_ascii=False))
+            self._channel.send(to_json(event))
 
     def _on_client_message(self, message: Any) -> None:
         try:
-            data = json.loads(message)
-        except (TypeError, ValueError):
+            data = parse_client_message(message)
+        except EventError as exc:
+            log.debug("ignoring a client message: %s", exc)
             return
-        if data.get("type") == "ping":
-            self._send({"type": "pong", "t": data.get("t")})
+        if isinstance(data, PingMessage):
+            self._send(PongEvent(t=data.t))
 
     # ------------------------------------------------------------------ media
     async def _read_mic(self, track: MediaStreamTrack) -> None:

@@ -1,0 +1,1 @@
+"""The engine: the one place that orders the stages, for every driver (live, say, eval, bench)."""
