@@ -11,12 +11,21 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeGuard
 
 import httpx
 import numpy as np
 import pytest
 
 from realtime_avatar.evaluate.rtc_client import MIC_RATE_HZ, AvatarCall, Clip, mic_audio
+from realtime_avatar.events import (
+    ErrorEvent,
+    InterruptedEvent,
+    ServerEvent,
+    StatusEvent,
+    TranscriptEvent,
+    TurnEvent,
+)
 from realtime_avatar.media.audio import resample
 from realtime_avatar.vad.registry import get_vad
 
@@ -34,8 +43,12 @@ def server(data_dir: Path) -> Iterator[str]:
         yield base
 
 
-def _is(kind: str, **fields: object):  # type: ignore[no-untyped-def]
-    return lambda e: e.get("type") == kind and all(e.get(k) == v for k, v in fields.items())
+def _user_final(e: ServerEvent) -> TypeGuard[TranscriptEvent]:
+    return isinstance(e, TranscriptEvent) and e.role == "user" and e.final
+
+
+def _speaking(e: ServerEvent) -> TypeGuard[StatusEvent]:
+    return isinstance(e, StatusEvent) and e.state == "speaking"
 
 
 def test_conversation_answers_and_barge_in(server: str) -> None:
@@ -46,11 +59,13 @@ async def _conversation(server: str) -> None:
     call = AvatarCall(server, [Clip(spoken("What is your name?"), at_s=1.5)])
     await call.start()
     try:
-        heard = await call.wait_for_event(_is("transcript", role="user", final=True), 30)
-        assert "name" in heard["text"].lower(), heard
-        await call.wait_for_event(_is("status", state="speaking"), 30)
-        first_turn = await call.wait_for_event(_is("turn", turn_id=heard["turn_id"]), 30)
-        assert not first_turn["interrupted"]
+        heard = await call.wait_for_event(_user_final, 30)
+        assert isinstance(heard, TranscriptEvent) and "name" in heard.text.lower(), heard
+        await call.wait_for_event(_speaking, 30)
+        first_turn = await call.wait_for_event(
+            lambda e: isinstance(e, TurnEvent) and e.turn_id == heard.turn_id, 30
+        )
+        assert isinstance(first_turn, TurnEvent) and not first_turn.interrupted
         answer = call.record.texts("avatar")[0]
         assert "ava" in answer.lower(), answer
 
@@ -59,23 +74,17 @@ async def _conversation(server: str) -> None:
         assert call.mic is not None
         call.mic.say_now(spoken("Tell me about yourself and what you can do."))
         second = await call.wait_for_event(
-            lambda e: (
-                e.get("type") == "status"
-                and e.get("state") == "speaking"
-                and e.get("turn_id", 0) > heard["turn_id"]
-            ),
+            lambda e: _speaking(e) and e.turn_id > heard.turn_id,
             30,
         )
+        assert isinstance(second, StatusEvent)
         await asyncio.sleep(0.6)
         interrupting = call.mic.say_now(spoken("Stop. Do you speak Spanish?"))
-        await call.wait_for_event(_is("interrupted", turn_id=second["turn_id"]), 10)
         await call.wait_for_event(
-            lambda e: (
-                e.get("type") == "transcript"
-                and e.get("role") == "user"
-                and e.get("final")
-                and "spanish" in e.get("text", "").lower()
-            ),
+            lambda e: isinstance(e, InterruptedEvent) and e.turn_id == second.turn_id, 10
+        )
+        await call.wait_for_event(
+            lambda e: _user_final(e) and "spanish" in e.text.lower(),
             30,
         )
         await asyncio.sleep(0.5)
@@ -110,7 +119,7 @@ def test_turns_are_recorded_and_exported(server: str) -> None:
     async def talk() -> None:
         await call.start()
         try:
-            await call.wait_for_event(lambda e: e.get("type") == "turn", 40)
+            await call.wait_for_event(lambda e: isinstance(e, TurnEvent), 40)
         finally:
             await call.close()
 
@@ -158,20 +167,15 @@ def test_backend_failure_gives_fallback_and_the_talk_goes_on(data_dir: Path) -> 
         async def talk() -> None:
             await call.start()
             try:
-                error = await call.wait_for_event(_is("error"), 30)
-                assert "127.0.0.1" in error["message"]
-                await call.wait_for_event(_is("status", state="speaking"), 20)
-                await call.wait_for_event(lambda e: e.get("type") == "turn", 20)
+                error = await call.wait_for_event(lambda e: isinstance(e, ErrorEvent), 30)
+                assert isinstance(error, ErrorEvent) and "127.0.0.1" in error.message
+                await call.wait_for_event(_speaking, 20)
+                await call.wait_for_event(lambda e: isinstance(e, TurnEvent), 20)
                 # The session is still alive: a second question is heard too.
                 assert call.mic is not None
                 call.mic.say_now(spoken("Are you there?"))
                 await call.wait_for_event(
-                    lambda e: (
-                        e.get("type") == "transcript"
-                        and e.get("role") == "user"
-                        and e.get("final")
-                        and "there" in e.get("text", "").lower()
-                    ),
+                    lambda e: _user_final(e) and "there" in e.text.lower(),
                     30,
                 )
             finally:
@@ -217,19 +221,18 @@ async def _one_turn_for_two_halves(base: str, pcm: np.ndarray) -> None:
     call = AvatarCall(base, [Clip(pcm, at_s=1.0)])
     await call.start()
     try:
-        turn = await call.wait_for_event(_is("turn", interrupted=False), 40)
+        turn = await call.wait_for_event(
+            lambda e: isinstance(e, TurnEvent) and not e.interrupted, 40
+        )
+        assert isinstance(turn, TurnEvent)
         await asyncio.sleep(0.5)
-        finals = [
-            e
-            for _, e in call.record.events
-            if e.get("type") == "transcript" and e.get("role") == "user" and e.get("final")
-        ]
+        finals = [e for _, e in call.record.of_type(TranscriptEvent) if _user_final(e)]
         assert len(finals) == 1, finals
-        said = finals[0]["text"].lower()
+        said = finals[0].text.lower()
         assert "name" in said and "run" in said, said
         # The answer spoke to the whole question, and was prepared during the final pause.
         assert len(call.record.texts("avatar")) == 1
-        assert turn["speculative"]
-        assert not [e for _, e in call.record.events if e.get("type") == "interrupted"]
+        assert turn.speculative
+        assert not call.record.of_type(InterruptedEvent)
     finally:
         await call.close()

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ..events import StatusEvent, TurnEvent
 from .figures import BenchContext, Figure, Target
 
 QUESTIONS = [
@@ -207,15 +208,17 @@ def asr_figures(ctx: BenchContext) -> list[Figure]:
 
 
 # ------------------------------------------------------------------------------------ calls
-async def _wait_turn(call: Any, since: int, interrupted: bool, timeout_s: float = 40) -> Any:
-    return await call.wait_for_event(
-        lambda e: e.get("type") == "turn" and bool(e.get("interrupted")) == interrupted,
+async def _wait_turn(call: Any, since: int, interrupted: bool, timeout_s: float = 40) -> TurnEvent:
+    turn = await call.wait_for_event(
+        lambda e: isinstance(e, TurnEvent) and e.interrupted == interrupted,
         timeout_s,
         since=since,
     )
+    assert isinstance(turn, TurnEvent)
+    return turn
 
 
-async def _ask(call: Any, question: str) -> tuple[Any, dict[str, Any]]:
+async def _ask(call: Any, question: str) -> tuple[Any, TurnEvent]:
     """Say ``question``; return its clip and the turn event once the answer has played."""
     seen = len(call.record.events)
     clip = call.mic.say_now(_speech(question), lead_s=0.1)
@@ -246,29 +249,29 @@ async def _conversation(base: str, turns: int, barge_ins: int, ctx: BenchContext
             ctx.progress("conversation", i + 1, total)
             clip, turn = await _ask(call, QUESTIONS[(i + 1) % len(QUESTIONS)])
             end = clip.speech_end_s
-            frame = call.record.arrival_of_frame(int(turn.get("first_frame_index", -1)))
+            frame = call.record.arrival_of_frame(turn.first_frame_index)
             sound = call.record.first_answer_audio(end)
             if frame is not None:
                 out["first_frame"].append((frame - end) * 1000)
             if sound is not None:
                 out["first_audio"].append((sound - end) * 1000)
-            if "asr_final_ms" in turn:
-                asr_mono = turn["speech_end_mono"] + turn["asr_final_ms"] / 1000
+            if turn.asr_final_ms is not None:
+                asr_mono = turn.speech_end_mono + turn.asr_final_ms / 1000
                 out["asr_final"].append((asr_mono - end) * 1000)
-            if "first_frame_ms" in turn:
-                out["server_first_frame"].append(turn["first_frame_ms"])
-            for stage in ("asr_final_ms", "first_audio_ms"):
-                if stage in turn:
-                    out.setdefault(f"server_{stage}", []).append(turn[stage])
-            out["mic_path"].append((turn["speech_end_mono"] - end) * 1000)
-            out["speculative"].append(1.0 if turn.get("speculative") else 0.0)
-            out.setdefault("gap_ms", []).append(40.0 * float(turn.get("gap_frames", 0)))
+                out.setdefault("server_asr_final_ms", []).append(turn.asr_final_ms)
+            if turn.first_frame_ms is not None:
+                out["server_first_frame"].append(turn.first_frame_ms)
+            if turn.first_audio_ms is not None:
+                out.setdefault("server_first_audio_ms", []).append(turn.first_audio_ms)
+            out["mic_path"].append((turn.speech_end_mono - end) * 1000)
+            out["speculative"].append(1.0 if turn.speculative else 0.0)
+            out.setdefault("gap_ms", []).append(40.0 * turn.gap_frames)
         for i in range(barge_ins):
             ctx.progress("barge-in", turns + i + 1, total)
             seen = len(call.record.events)
             call.mic.say_now(_speech(LONG_ANSWER_QUESTION), lead_s=0.1)
             await call.wait_for_event(
-                lambda e: e.get("type") == "status" and e.get("state") == "speaking",
+                lambda e: isinstance(e, StatusEvent) and e.state == "speaking",
                 40,
                 since=seen,
             )
@@ -278,7 +281,7 @@ async def _conversation(base: str, turns: int, barge_ins: int, ctx: BenchContext
             stopped = await _wait_turn(call, seen, interrupted=True)
             await _wait_turn(call, seen, interrupted=False)  # the reply to the interruption
             await asyncio.sleep(0.3)
-            last = call.record.arrival_of_frame(int(stopped.get("last_frame_index", -1)))
+            last = call.record.arrival_of_frame(stopped.last_frame_index)
             if last is not None and clip.speech_start_s:
                 out["barge_in"].append((last - clip.speech_start_s) * 1000)
         ctx.progress("conversation", total, total)
@@ -426,7 +429,7 @@ async def _talking_calls(base: str, n: int, seconds: float, pid: int) -> dict:
         elapsed = time.monotonic() - began
         cpu = (proc_stats(pid)[0] - cpu0) / elapsed * 100
         fps = [c.record.fps(since_s=2.0) for c in calls]
-        answered = [sum(1 for _, e in c.record.events if e.get("type") == "turn") for c in calls]
+        answered = [len(c.record.of_type(TurnEvent)) for c in calls]
     finally:
         await sampler.stop()
         for call in calls:
@@ -493,7 +496,7 @@ async def _soak(base: str, seconds: float, pid: int, ctx: BenchContext) -> dict:
             turn += 1
             await asyncio.sleep(min(8.0, max(seconds - elapsed, 0.1)))
         fps = call.record.fps(since_s=2.0)
-        turns = sum(1 for _, e in call.record.events if e.get("type") == "turn")
+        turns = len(call.record.of_type(TurnEvent))
     finally:
         await sampler.stop()
         await call.close()

@@ -18,12 +18,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import av
 import numpy as np
 
 from ..constants import FPS
+from ..events import InterruptedEvent, ServerEvent, StatusEvent, TranscriptEvent, TurnEvent
 from .face_points import BlazeFaceLocator
 from .lipsync import MouthMeter, level_db
 from .manifest import TurnSpec
@@ -37,6 +38,10 @@ MAX_SAMPLE_FRAMES = 160
 TURN_TIMEOUT_S = 60.0
 HEARD_TIMEOUT_S = 30.0
 
+TurnScoped = TypeVar(
+    "TurnScoped", bound=StatusEvent | TranscriptEvent | TurnEvent | InterruptedEvent
+)
+
 
 @dataclass
 class TurnLog:
@@ -45,7 +50,7 @@ class TurnLog:
     spec: TurnSpec
     clip: Clip
     turn_id: int = 0
-    heard: dict[str, Any] = field(default_factory=dict)
+    heard: TranscriptEvent | None = None  # the server's final transcript of what was said
     error: str = ""
 
 
@@ -136,23 +141,18 @@ def _binned(times: list[float], values: list[float], start: float, n: int) -> np
     return out
 
 
-def _is_user_final(after_turn: int) -> Callable[[dict[str, Any]], bool]:
+def _is_user_final(after_turn: int) -> Callable[[ServerEvent], bool]:
     return lambda e: (
-        e.get("type") == "transcript"
-        and e.get("role") == "user"
-        and bool(e.get("final"))
-        and int(e.get("turn_id", 0)) > after_turn
+        isinstance(e, TranscriptEvent) and e.role == "user" and e.final and e.turn_id > after_turn
     )
 
 
-def _is_turn_end(turn_id: int) -> Callable[[dict[str, Any]], bool]:
-    return lambda e: e.get("type") == "turn" and e.get("turn_id") == turn_id
+def _is_turn_end(turn_id: int) -> Callable[[ServerEvent], bool]:
+    return lambda e: isinstance(e, TurnEvent) and e.turn_id == turn_id
 
 
-def _is_speaking(turn_id: int) -> Callable[[dict[str, Any]], bool]:
-    return lambda e: (
-        e.get("type") == "status" and e.get("state") == "speaking" and e.get("turn_id") == turn_id
-    )
+def _is_speaking(turn_id: int) -> Callable[[ServerEvent], bool]:
+    return lambda e: isinstance(e, StatusEvent) and e.state == "speaking" and e.turn_id == turn_id
 
 
 async def converse(
@@ -195,8 +195,9 @@ async def converse(
         logs.append(entry)
         try:
             heard = await call.wait_for_event(_is_user_final(last_turn), HEARD_TIMEOUT_S, mark)
+            assert isinstance(heard, TranscriptEvent)
             entry.heard = heard
-            entry.turn_id = int(heard["turn_id"])
+            entry.turn_id = heard.turn_id
             last_turn = entry.turn_id
         except TimeoutError as error:
             entry.error = f"the server did not hear the turn: {error}"
@@ -230,20 +231,18 @@ async def record_conversation(
     return call, logs
 
 
-def events_of(call: AvatarCall, kind: str, turn_id: int) -> list[tuple[float, dict[str, Any]]]:
-    """Events of one type for one turn, with their arrival times."""
-    return [
-        (t, e)
-        for t, e in call.record.events
-        if e.get("type") == kind and e.get("turn_id") == turn_id
-    ]
+def events_of(
+    call: AvatarCall, kind: type[TurnScoped], turn_id: int
+) -> list[tuple[float, TurnScoped]]:
+    """Events of one model (``TurnEvent``...) for one turn, with their arrival times."""
+    return [(t, e) for t, e in call.record.of_type(kind) if e.turn_id == turn_id]
 
 
 def reply_text(call: AvatarCall, turn_id: int) -> str:
     """The avatar's final reply text of a turn ("" if none)."""
-    for _, event in events_of(call, "transcript", turn_id):
-        if event.get("role") == "avatar" and event.get("final"):
-            return str(event.get("text", ""))
+    for _, event in events_of(call, TranscriptEvent, turn_id):
+        if event.role == "avatar" and event.final:
+            return event.text
     return ""
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ..events import StatusEvent, TurnEvent
 from .identity import IdentityFrame
 from .instruments import CLIENT_CLOCK, LIVE_ASR, SERVER_MARKS, Instruments
 from .intelligibility import error_rate
@@ -40,7 +41,6 @@ from .scoring import (
 
 log = logging.getLogger(__name__)
 
-STAGES = ("asr_final_ms", "first_token_ms", "first_audio_ms", "first_frame_ms", "turn_end_ms")
 SEGMENT_MARGIN_S = 0.3
 BARGE_IN_WINDOW_S = 1.5
 IDENTITY_SAMPLES = 30
@@ -146,8 +146,8 @@ def _turn_details(call: RecordingCall, logs: list[TurnLog], index: int) -> dict[
         "language": entry.spec.language,
         "barge_in": entry.spec.barge_in,
         "turn_id": turn_id,
-        "heard": entry.heard.get("text", ""),
-        "heard_language": entry.heard.get("language", ""),
+        "heard": entry.heard.text if entry.heard else "",
+        "heard_language": (entry.heard.language or "") if entry.heard else "",
         "error": entry.error,
         "reply_text": reply_text(call, turn_id) if turn_id else "",
         "interrupted": None,
@@ -155,13 +155,12 @@ def _turn_details(call: RecordingCall, logs: list[TurnLog], index: int) -> dict[
     }
     if not turn_id:
         return out
-    ended = events_of(call, "turn", turn_id)
-    speaking = events_of(call, "status", turn_id)
-    speaking = [(t, e) for t, e in speaking if e.get("state") == "speaking"]
+    ended = events_of(call, TurnEvent, turn_id)
+    speaking = [(t, e) for t, e in events_of(call, StatusEvent, turn_id) if e.state == "speaking"]
     if ended:
         arrival, event = ended[0]
-        out["interrupted"] = bool(event.get("interrupted"))
-        out["stage_ms"] = {k: event[k] for k in STAGES if event.get(k) is not None}
+        out["interrupted"] = event.interrupted
+        out["stage_ms"] = _stage_ms(event)
         out["ended_at"] = arrival
     if speaking:
         out["speaking_at"] = speaking[0][0]
@@ -172,6 +171,18 @@ def _turn_details(call: RecordingCall, logs: list[TurnLog], index: int) -> dict[
         if first is not None:
             out["voice_to_first_audio_ms"] = round((first - speech_end) * 1000.0, 1)
     return out
+
+
+def _stage_ms(event: TurnEvent) -> dict[str, float]:
+    """The server's stage marks of a turn (ms after the end of speech), those it measured."""
+    stages = {
+        "asr_final_ms": event.asr_final_ms,
+        "first_token_ms": event.first_token_ms,
+        "first_audio_ms": event.first_audio_ms,
+        "first_frame_ms": event.first_frame_ms,
+        "turn_end_ms": event.turn_end_ms,
+    }
+    return {k: v for k, v in stages.items() if v is not None}
 
 
 def _latency_scores(sid: str, turns: list[dict[str, Any]], aggregate: bool) -> list[Score]:
@@ -220,7 +231,7 @@ def _latency_scores(sid: str, turns: list[dict[str, Any]], aggregate: bool) -> l
 def _heard_scores(sid: str, entry: TurnLog, detail: str) -> list[Score]:
     """Did the server's recognizer hear the words and the language the client spoke?"""
     language = entry.spec.language
-    if not entry.heard:
+    if entry.heard is None:
         reason = entry.error or "no final transcript from the server"
         return [
             not_measured(
@@ -233,12 +244,12 @@ def _heard_scores(sid: str, entry: TurnLog, detail: str) -> list[Score]:
                 language=language,
             )
         ]
-    heard_text = str(entry.heard.get("text", ""))
+    heard_text = entry.heard.text
     scores = [
         Score(
             sid,
             "language.heard",
-            str(entry.heard.get("language", "")),
+            entry.heard.language or "",
             "ISO 639-1",
             LIVE_ASR,
             "language",
@@ -334,7 +345,7 @@ def _mouth_threshold(call: RecordingCall, logs: list[TurnLog]) -> float | None:
     values = np.array([m for _, m in call.mouth])
     idle = values[(times > call.record.connected_at + SETTLE_S) & (times < first.speech_start_s)]
     answer_from = first.speech_end_s
-    ended = events_of(call, "turn", logs[0].turn_id)
+    ended = events_of(call, TurnEvent, logs[0].turn_id)
     answer_to = ended[0][0] if ended else answer_from + 5.0
     speaking = values[(times > answer_from) & (times < answer_to)]
     if len(idle) == 0 or len(speaking) == 0:

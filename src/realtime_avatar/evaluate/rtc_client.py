@@ -10,24 +10,45 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import Any, TypeVar
 
 import av
 import httpx
 import numpy as np
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamError
 
 from .. import rtc_loopback
 from ..constants import VIDEO_TICKS_PER_FRAME
+from ..events import (
+    EventError,
+    MediaEvent,
+    PingMessage,
+    PongEvent,
+    ServerEvent,
+    TranscriptEvent,
+    parse_event,
+    to_json,
+)
 from ..face.landmarks import LIP_LOWER_OUTER, LIP_UPPER_OUTER, face_mesh
 from ..rtc_buffers import use_low_latency_buffers
 
 rtc_loopback.enable()
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E")
 
 MIC_RATE_HZ = 48_000
 MIC_FRAME = 960  # 20 ms
@@ -120,7 +141,7 @@ class ScriptedMic(MediaStreamTrack):
 class CallRecord:
     """Everything the client saw during one call."""
 
-    events: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    events: list[tuple[float, ServerEvent]] = field(default_factory=list)  # (arrival, event)
     video: list[tuple[float, float]] = field(default_factory=list)  # (arrival, mouth opening)
     # RTP time of each video frame, in frames since the first one received.
     video_ticks: list[int] = field(default_factory=list)
@@ -168,8 +189,8 @@ class CallRecord:
     def video_origin_index(self) -> int | None:
         """The server's frame index of the first video frame received (its "media" event)."""
         for _, event in self.events:
-            if event.get("type") == "media" and "video_origin_index" in event:
-                return int(event["video_origin_index"])
+            if isinstance(event, MediaEvent):
+                return event.video_origin_index
         return None
 
     def arrival_of_frame(self, index: int) -> float | None:
@@ -186,10 +207,14 @@ class CallRecord:
     def texts(self, role: str) -> list[str]:
         """Final transcript texts of one role, in order."""
         return [
-            e["text"]
+            e.text
             for _, e in self.events
-            if e.get("type") == "transcript" and e.get("role") == role and e.get("final")
+            if isinstance(e, TranscriptEvent) and e.role == role and e.final
         ]
+
+    def of_type(self, kind: type[E]) -> list[tuple[float, E]]:
+        """Events of one model (``TurnEvent``...), with their arrival times."""
+        return [(t, e) for t, e in self.events if isinstance(e, kind)]
 
 
 class AvatarCall:
@@ -218,6 +243,7 @@ class AvatarCall:
         self.record = CallRecord()
         self._mouth_box: tuple[int, int, int, int] | None = None
         self._pc: RTCPeerConnection | None = None
+        self._channel: RTCDataChannel | None = None  # the events channel, once started
         self.mic: ScriptedMic | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -263,6 +289,16 @@ class AvatarCall:
                 assert isinstance(frame, av.AudioFrame)
                 self.on_audio(time.monotonic(), frame)
 
+    def on_message(self, message: str | bytes) -> None:
+        """Record one data channel message as its typed event; skip what is not one."""
+        arrival = time.monotonic()
+        try:
+            event = parse_event(message)
+        except EventError as exc:
+            log.debug("skipping a data channel message: %s", exc)
+            return
+        self.record.events.append((arrival, event))
+
     async def run(self, duration_s: float) -> CallRecord:
         """Connect, run for ``duration_s`` seconds after connecting, hang up."""
         await self.start()
@@ -271,9 +307,13 @@ class AvatarCall:
         return self.record
 
     async def wait_for_event(
-        self, predicate: Any, timeout_s: float, since: int = 0
-    ) -> dict[str, Any]:
-        """Wait until an event (the ``since``-th or later) satisfies ``predicate``."""
+        self, predicate: Callable[[ServerEvent], bool], timeout_s: float, since: int = 0
+    ) -> ServerEvent:
+        """Wait until an event (the ``since``-th or later) satisfies ``predicate``.
+
+        Predicates take the typed events of ``realtime_avatar.events``, e.g.
+        ``lambda e: isinstance(e, TurnEvent) and e.turn_id == 3``.
+        """
         deadline = time.monotonic() + timeout_s
         seen = since
         while time.monotonic() < deadline:
@@ -283,6 +323,23 @@ class AvatarCall:
             seen = len(self.record.events)
             await asyncio.sleep(0.02)
         raise TimeoutError(f"no matching event within {timeout_s} s; saw {self.record.events[-5:]}")
+
+    async def ping(self, timeout_s: float = 5.0) -> float:
+        """Round-trip time (s) of a ``ping`` on the data channel, answered by a ``pong``."""
+        if self._channel is None:
+            raise RuntimeError("the call is not started")
+        if self._channel.readyState != "open":
+            opened = asyncio.Event()
+            self._channel.once("open", opened.set)
+            if self._channel.readyState != "open":
+                await asyncio.wait_for(opened.wait(), timeout_s)
+        sent = time.monotonic()
+        seen = len(self.record.events)
+        self._channel.send(to_json(PingMessage(t=sent)))
+        await self.wait_for_event(
+            lambda e: isinstance(e, PongEvent) and e.t == sent, timeout_s, since=seen
+        )
+        return time.monotonic() - sent
 
     async def start(self) -> None:
         """Connect and wait until media flows."""
@@ -294,10 +351,9 @@ class AvatarCall:
         if self.low_latency:
             use_low_latency_buffers(pc, audio=True, video=True)
         channel = pc.createDataChannel("events")
+        self._channel = channel
 
-        @channel.on("message")
-        def on_message(message: str) -> None:
-            self.record.events.append((time.monotonic(), json.loads(message)))
+        channel.on("message", self.on_message)
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
