@@ -18,7 +18,7 @@ from realtime_avatar.evaluate.intelligibility import error_rate
 from realtime_avatar.frames import Speech
 from realtime_avatar.settings import Settings
 from realtime_avatar.tts import piper as piper_module
-from realtime_avatar.tts.base import Synthesizer
+from realtime_avatar.tts.base import SynthCapabilities, Synthesizer
 from realtime_avatar.tts.espeak import EspeakSynthesizer
 from realtime_avatar.tts.piper import PiperSynthesizer
 from realtime_avatar.tts.registry import SYNTHESIZERS, get_synthesizer, supported_languages
@@ -80,6 +80,11 @@ def test_piper_satisfies_protocol(piper: PiperSynthesizer) -> None:
     assert isinstance(piper, Synthesizer)
     assert piper.sample_rate_hz == 22_050
     assert piper.languages() == frozenset({"en"})
+    assert piper.capabilities == SynthCapabilities(frozenset({"en"}), True, False)
+    # A content key of the model and its config, the same for another instance of the voice.
+    assert re.fullmatch(r"piper:[0-9a-f]{64}", piper.voice_id)
+    assert PiperSynthesizer(piper.model_path).voice_id == piper.voice_id
+    assert PiperSynthesizer(piper.model_path, length_scale=1.2).voice_id != piper.voice_id
 
 
 def test_piper_english_audio_and_timings(piper: PiperSynthesizer) -> None:
@@ -173,6 +178,9 @@ def test_espeak_satisfies_protocol(espeak: EspeakSynthesizer) -> None:
     assert espeak.sample_rate_hz == 22_050
     assert {"en", "es", "zh", "fr", "de", "pt", "it", "ja", "ru", "yue"} <= espeak.languages()
     assert len(espeak.languages()) > 80
+    assert espeak.capabilities.timings and not espeak.capabilities.reference_voice
+    assert re.fullmatch(r"espeak-ng:1\.5\d[^:]*:[0-9a-f]{16}:160wpm", espeak.voice_id)
+    assert EspeakSynthesizer(rate_wpm=120).voice_id != espeak.voice_id
 
 
 def test_espeak_voices_for_codes(espeak: EspeakSynthesizer) -> None:

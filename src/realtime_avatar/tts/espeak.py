@@ -10,6 +10,7 @@ fall in it, and ``espeak_Synth`` returns when the text is spoken.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from ..errors import ConfigurationError, InvalidTextError, UnsupportedLanguageEr
 from ..frames import PhonemeTiming, Speech, WordTiming
 from ..text.chunker import normalize_for_speech
 from ..text.language import normalize_language_code, unsupported_message
+from .base import SynthCapabilities
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -102,6 +104,7 @@ class _Engine:
 
     lib: ctypes.CDLL
     sample_rate_hz: int
+    version: str
     voice_by_code: dict[str, str]
     voice_by_tag: dict[str, str]
     callback: object = None  # the ctypes thunk; it must outlive every synthesis
@@ -197,6 +200,8 @@ def _engine_locked() -> _Engine:
         ctypes.c_void_p,
     ]
     lib.espeak_Synth.restype = ctypes.c_int
+    lib.espeak_Info.argtypes = [ctypes.c_void_p]
+    lib.espeak_Info.restype = ctypes.c_char_p
 
     options = _INITIALIZE_PHONEME_EVENTS | _INITIALIZE_PHONEME_IPA | _INITIALIZE_DONT_EXIT
     sample_rate_hz = lib.espeak_Initialize(
@@ -206,8 +211,9 @@ def _engine_locked() -> _Engine:
         raise ConfigurationError(
             f"espeak-ng failed to start with data at {data_path}; reinstall espeakng-loader."
         )
+    version = (lib.espeak_Info(None) or b"unknown").decode("utf-8", "replace")
     voice_by_code, voice_by_tag = _index_voices(_list_voices(lib))
-    engine = _Engine(lib, sample_rate_hz, voice_by_code, voice_by_tag)
+    engine = _Engine(lib, sample_rate_hz, version, voice_by_code, voice_by_tag)
 
     def on_synth(wav: ctypes._Pointer, count: int, events: ctypes._Pointer) -> int:
         # Runs inside espeak_Synth on the calling thread, which holds _LOCK.
@@ -240,7 +246,9 @@ def _engine_locked() -> _Engine:
     engine.callback = _SYNTH_CALLBACK(on_synth)
     lib.espeak_SetSynthCallback(engine.callback)
     _ENGINE = engine
-    _LOGGER.info("espeak-ng ready: %d Hz, %d language codes", sample_rate_hz, len(voice_by_code))
+    _LOGGER.info(
+        "espeak-ng %s ready: %d Hz, %d language codes", version, sample_rate_hz, len(voice_by_code)
+    )
     return engine
 
 
@@ -326,10 +334,18 @@ class EspeakSynthesizer:
         with _LOCK:
             engine = _engine_locked()
         self.sample_rate_hz = engine.sample_rate_hz
+        self.capabilities = SynthCapabilities(
+            languages=frozenset(engine.voice_by_code), timings=True, reference_voice=False
+        )
+        # Which voice speaks each language is fixed by the library version and its voice
+        # table (with our preferences): both go into the key, the language is keyed apart.
+        table = sorted(engine.voice_by_code.items()) + sorted(engine.voice_by_tag.items())
+        voices = hashlib.sha256(repr(table).encode()).hexdigest()[:16]
+        self.voice_id = f"espeak-ng:{engine.version}:{voices}:{rate_wpm}wpm"
 
     def languages(self) -> frozenset[str]:
         """Every language code espeak-ng speaks."""
-        return espeak_languages()
+        return self.capabilities.languages
 
     def warm_up(self) -> None:
         """Nothing to load beyond the constructor: espeak starts in milliseconds."""

@@ -29,6 +29,7 @@ from ..errors import ConfigurationError, InvalidTextError, UnsupportedLanguageEr
 from ..frames import PhonemeTiming, Speech, WordTiming
 from ..text.chunker import normalize_for_speech
 from ..text.language import normalize_language_code
+from .base import SynthCapabilities, content_digest
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -355,10 +356,22 @@ class PiperSynthesizer:
         espeak_voice = str(raw_config.get("espeak", {}).get("voice", "en-us"))
         self._language = espeak_voice.split("-")[0].lower()
         self.length_scale = length_scale
+        # Timings come from the model's durations, or are estimated when it has none.
+        self.capabilities = SynthCapabilities(
+            languages=frozenset({self._language}), timings=True, reference_voice=False
+        )
+
+    @property
+    def voice_id(self) -> str:
+        """``piper:`` and the SHA-256 of the model and its config (hashed once per process)."""
+        voice_id = f"piper:{content_digest([self.model_path, self.config_path])}"
+        if self.length_scale != 1.0:
+            voice_id += f":x{self.length_scale:g}"  # slower speech reads differently
+        return voice_id
 
     def languages(self) -> frozenset[str]:
         """The one language the voice was trained on (``en`` for the default voice)."""
-        return frozenset({self._language})
+        return self.capabilities.languages
 
     def warm_up(self) -> None:
         """Load the model and run it once, so the first real sentence is fast."""

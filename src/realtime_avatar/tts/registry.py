@@ -1,56 +1,76 @@
-"""Which synthesizer speaks which language: settings names mapped to factories."""
+"""Which synthesizer speaks which language: settings names mapped to factories.
+
+A factory builds a synthesizer for an avatar: it is given the avatar's ``ReferenceVoice``
+(or ``None``) and may ignore it. One that ignores it (Piper, espeak-ng) is one shared
+instance per process and per model; one whose capabilities say ``reference_voice`` speaks
+in that avatar's voice, so it is kept per reference voice.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Hashable
 
 from ..errors import ConfigurationError, UnsupportedLanguageError
 from ..settings import Settings, get_settings
 from ..text.language import normalize_language_code, unsupported_message
-from .base import Synthesizer
+from .base import ReferenceVoice, Synthesizer
 
 _LOGGER = logging.getLogger(__name__)
 
+SynthFactory = Callable[[Settings, ReferenceVoice | None], Synthesizer]
 
-def _make_piper(settings: Settings) -> Synthesizer:
+
+def _make_piper(settings: Settings, reference: ReferenceVoice | None) -> Synthesizer:
     from .piper import PiperSynthesizer
 
     return PiperSynthesizer(model_path=settings.piper_model)
 
 
-def _make_espeak(settings: Settings) -> Synthesizer:
+def _make_espeak(settings: Settings, reference: ReferenceVoice | None) -> Synthesizer:
     from .espeak import EspeakSynthesizer
 
     return EspeakSynthesizer()
 
 
 # Add a synthesizer by adding a name here; settings.tts_english / tts_other pick by name.
-SYNTHESIZERS: dict[str, Callable[[Settings], Synthesizer]] = {
+SYNTHESIZERS: dict[str, SynthFactory] = {
     "piper": _make_piper,
     "espeak": _make_espeak,
 }
 
-_INSTANCES: dict[tuple[str, Path | None], Synthesizer] = {}
+# Which settings a synthesizer's instance depends on (beyond its name).
+_SETTINGS_KEYS: dict[str, Callable[[Settings], Hashable]] = {
+    "piper": lambda settings: settings.piper_model,
+}
+
+_SHARED: dict[tuple[str, Hashable], Synthesizer] = {}
+_PER_REFERENCE: dict[tuple[str, Hashable, ReferenceVoice | None], Synthesizer] = {}
 _INSTANCES_LOCK = threading.Lock()
 
 
-def _instance(name: str, settings: Settings) -> Synthesizer:
-    """The process's one instance of synthesizer ``name`` for these settings."""
+def _instance(name: str, settings: Settings, reference: ReferenceVoice | None) -> Synthesizer:
+    """Synthesizer ``name`` for these settings: the process's one instance, or for a
+    synthesizer that speaks in the reference voice, the one built for ``reference``."""
     factory = SYNTHESIZERS.get(name)
     if factory is None:
         raise ConfigurationError(
             f"Unknown synthesizer '{name}'; set AVATAR_TTS_ENGLISH / AVATAR_TTS_OTHER "
             f"to one of {', '.join(sorted(SYNTHESIZERS))}."
         )
-    key = (name, settings.piper_model if name == "piper" else None)
+    settings_key = _SETTINGS_KEYS.get(name, lambda _settings: None)(settings)
     with _INSTANCES_LOCK:
-        synthesizer = _INSTANCES.get(key)
+        synthesizer = _SHARED.get((name, settings_key))
         if synthesizer is None:
-            synthesizer = factory(settings)
-            _INSTANCES[key] = synthesizer
+            synthesizer = _PER_REFERENCE.get((name, settings_key, reference))
+        if synthesizer is None:
+            synthesizer = factory(settings, reference)
+            # Its own capabilities say whether it is the avatar's voice or everyone's.
+            if synthesizer.capabilities.reference_voice:
+                _PER_REFERENCE[(name, settings_key, reference)] = synthesizer
+            else:
+                _SHARED[(name, settings_key)] = synthesizer
         return synthesizer
 
 
@@ -60,18 +80,21 @@ def _candidates(language: str, settings: Settings) -> list[str]:
     return [chosen, *(name for name in SYNTHESIZERS if name != chosen)]
 
 
-def get_synthesizer(language: str, settings: Settings | None = None) -> Synthesizer:
+def get_synthesizer(
+    language: str, settings: Settings | None = None, reference: ReferenceVoice | None = None
+) -> Synthesizer:
     """The synthesizer for ``language``: Piper for English, espeak-ng for the rest by default.
 
-    When the configured one does not speak the language (e.g. Piper asked for Spanish),
-    the next registered synthesizer that does is used, with a warning.
+    ``reference`` is the avatar's voice sample, for synthesizers that speak in it. When the
+    configured one does not speak the language (e.g. Piper asked for Spanish), the next
+    registered synthesizer that does is used, with a warning.
     """
     settings = settings or get_settings()
     code = normalize_language_code(language)
     candidates = _candidates(code, settings)
     for name in candidates:
-        synthesizer = _instance(name, settings)
-        if code in synthesizer.languages():
+        synthesizer = _instance(name, settings, reference)
+        if code in synthesizer.capabilities.languages:
             if name != candidates[0]:
                 _LOGGER.warning(
                     "Synthesizer %s does not speak '%s'; using %s", candidates[0], code, name
@@ -86,7 +109,7 @@ def supported_languages(settings: Settings | None = None) -> list[str]:
     codes: set[str] = set()
     for name in SYNTHESIZERS:
         try:
-            codes |= _instance(name, settings).languages()
+            codes |= _instance(name, settings, None).capabilities.languages
         except ConfigurationError as error:
             _LOGGER.warning("Synthesizer %s unavailable: %s", name, error)
     return sorted(codes)
