@@ -271,17 +271,18 @@ CALIBRATION_SENTENCES: dict[str, tuple[str, ...]] = {
 
 _source_profiles: dict[tuple[str, str], VoiceProfile] = {}
 _source_lock = threading.Lock()
+_measuring: dict[tuple[str, str], threading.Lock] = {}  # one lock per voice being measured
 
 
-def _cache_file(cache_dir: Path, synth_name: str, language: str) -> Path:
-    """A file name that is safe whatever the synthesizer's name holds (paths, colons)."""
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", synth_name)[:40]
-    digest = hashlib.sha256(f"{synth_name}\0{language}".encode()).hexdigest()[:12]
+def _cache_file(cache_dir: Path, voice_id: str, language: str) -> Path:
+    """A file name that is safe whatever the voice id holds (paths, colons)."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", voice_id)[:40]
+    digest = hashlib.sha256(f"{voice_id}\0{language}".encode()).hexdigest()[:12]
     return cache_dir / f"source-{slug}-{language}-{digest}-v{PROFILE_VERSION}.npz"
 
 
 def source_profile_for(
-    synth_name: str,
+    voice_id: str,
     language: str,
     synthesize: Callable[[str], tuple[np.ndarray, int]],
     cache_dir: Path | None = None,
@@ -289,43 +290,63 @@ def source_profile_for(
 ) -> VoiceProfile:
     """The TTS voice's own profile, measured once from fixed sentences and then cached.
 
-    ``synthesize(text)`` returns ``(pcm, rate_hz)``. The profile is kept in memory per
-    ``(synth_name, language)`` and, with ``cache_dir``, on disk across processes.
+    ``voice_id`` is the synthesizer's content key (``Synthesizer.voice_id``), so two voices
+    that share a synthesizer name never share a profile. ``synthesize(text)`` returns
+    ``(pcm, rate_hz)``. The profile is kept in memory per ``(voice_id, language)`` and, with
+    ``cache_dir``, on disk across processes; concurrent callers for one voice wait for one
+    measurement.
     """
-    key = (synth_name, language)
+    key = (voice_id, language)
     with _source_lock:
         cached = _source_profiles.get(key)
-    if cached is not None:
-        return cached
-    path = _cache_file(Path(cache_dir), synth_name, language) if cache_dir else None
-    profile: VoiceProfile | None = None
+        if cached is not None:
+            return cached
+        measuring = _measuring.setdefault(key, threading.Lock())
+    with measuring:
+        with _source_lock:
+            cached = _source_profiles.get(key)
+        if cached is not None:
+            return cached  # measured by the caller we waited for
+        profile = _load_or_measure(voice_id, language, synthesize, cache_dir, sentences)
+        with _source_lock:
+            _source_profiles.setdefault(key, profile)
+            _measuring.pop(key, None)
+            return _source_profiles[key]
+
+
+def _load_or_measure(
+    voice_id: str,
+    language: str,
+    synthesize: Callable[[str], tuple[np.ndarray, int]],
+    cache_dir: Path | None,
+    sentences: Sequence[str] | None,
+) -> VoiceProfile:
+    """The profile from the disk cache, or measured from the calibration sentences and saved."""
+    path = _cache_file(Path(cache_dir), voice_id, language) if cache_dir else None
     if path is not None and path.is_file():
         try:
-            profile = VoiceProfile.load(path)
+            return VoiceProfile.load(path)
         except (ValueError, OSError, KeyError) as exc:
             logger.warning("ignoring unreadable voice profile cache %s: %s", path, exc)
-    if profile is None:
-        texts = sentences or CALIBRATION_SENTENCES.get(language, CALIBRATION_SENTENCES["en"])
-        pieces: list[np.ndarray] = []
-        rate_hz = 0
-        for text in texts:
-            pcm, pcm_rate = synthesize(text)
-            if rate_hz == 0:
-                rate_hz = pcm_rate
-            pieces.append(resample(np.asarray(pcm, dtype=np.float32), pcm_rate, rate_hz))
-            pieces.append(np.zeros(rate_hz // 5, dtype=np.float32))  # 200 ms pause
-        profile = compute_profile(np.concatenate(pieces), rate_hz)
-        logger.info(
-            "measured voice profile of %s (%s): median F0 %.0f Hz",
-            synth_name,
-            language,
-            profile.median_f0_hz,
-        )
-        if path is not None:
-            try:
-                profile.save(path)
-            except OSError as exc:
-                logger.warning("cannot cache voice profile at %s: %s", path, exc)
-    with _source_lock:
-        _source_profiles.setdefault(key, profile)
-        return _source_profiles[key]
+    texts = sentences or CALIBRATION_SENTENCES.get(language, CALIBRATION_SENTENCES["en"])
+    pieces: list[np.ndarray] = []
+    rate_hz = 0
+    for text in texts:
+        pcm, pcm_rate = synthesize(text)
+        if rate_hz == 0:
+            rate_hz = pcm_rate
+        pieces.append(resample(np.asarray(pcm, dtype=np.float32), pcm_rate, rate_hz))
+        pieces.append(np.zeros(rate_hz // 5, dtype=np.float32))  # 200 ms pause
+    profile = compute_profile(np.concatenate(pieces), rate_hz)
+    logger.info(
+        "measured voice profile of %s (%s): median F0 %.0f Hz",
+        voice_id,
+        language,
+        profile.median_f0_hz,
+    )
+    if path is not None:
+        try:
+            profile.save(path)
+        except OSError as exc:
+            logger.warning("cannot cache voice profile at %s: %s", path, exc)
+    return profile
