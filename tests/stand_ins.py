@@ -65,7 +65,9 @@ class _Utterance:
 
     def peek(self) -> Transcript:
         self.recognizer.peeks += 1
-        return Transcript(self.turn_id, self.recognizer.heard_at_pause or self.recognizer.text, False)
+        return Transcript(
+            self.turn_id, self.recognizer.heard_at_pause or self.recognizer.text, False
+        )
 
     def finish(self) -> Transcript:
         if self.recognizer.fail:
@@ -99,7 +101,9 @@ class StubResponder:
 
     name = "stub"
 
-    def __init__(self, reply: Callable[[str], str] = lambda text: f"You said {text}. Right.") -> None:
+    def __init__(
+        self, reply: Callable[[str], str] = lambda text: f"You said {text}. Right."
+    ) -> None:
         self.reply = reply
         self.calls: list[str] = []
         self.fail_after: int | None = None  # raise DialogueError after this many deltas

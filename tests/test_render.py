@@ -30,6 +30,7 @@ def _box(landmarks: np.ndarray, idx: list[int], pad_x: int, pad_y: int) -> tuple
     return slice(y0, y1), slice(x0, x1)
 
 
+@pytest.mark.slow  # the default avatar (mediapipe)
 def test_open_jaw_darkens_the_mouth_only(renderer: Mesh2DRenderer, default_avatar) -> None:
     rest = renderer.render(FaceParams()).astype(np.int16)
     open_ = renderer.render(FaceParams(jaw_open=0.9)).astype(np.int16)
@@ -42,12 +43,14 @@ def test_open_jaw_darkens_the_mouth_only(renderer: Mesh2DRenderer, default_avata
     assert np.array_equal(rest[-40:, -40:], open_[-40:, -40:])
 
 
+@pytest.mark.slow  # the default avatar (mediapipe)
 def test_rest_face_is_close_lipped(renderer: Mesh2DRenderer, default_avatar) -> None:
     rest = renderer.render(FaceParams())
     mouth = _box(default_avatar.landmarks, LIP_UPPER_OUTER + LIP_LOWER_OUTER, 4, 4)
     assert np.sum(rest[mouth].mean(axis=2) < 70) < 150
 
 
+@pytest.mark.slow  # the default avatar (mediapipe)
 def test_spread_and_round_change_mouth_width(renderer: Mesh2DRenderer, default_avatar) -> None:
     base = renderer.render(FaceParams(jaw_open=0.4)).astype(np.float32)
     wide = renderer.render(FaceParams(jaw_open=0.4, lip_spread=1.0)).astype(np.float32)
@@ -61,6 +64,7 @@ def test_spread_and_round_change_mouth_width(renderer: Mesh2DRenderer, default_a
     assert dark_width(wide) > dark_width(base) > dark_width(narrow)
 
 
+@pytest.mark.slow  # the default avatar (mediapipe)
 def test_blink_closes_the_eyes(renderer: Mesh2DRenderer, default_avatar) -> None:
     eye = _box(default_avatar.landmarks, EYE_A_UPPER + EYE_A_LOWER, 2, 2)
     open_eye = renderer.render(FaceParams())[eye].astype(np.float32)
@@ -69,6 +73,7 @@ def test_blink_closes_the_eyes(renderer: Mesh2DRenderer, default_avatar) -> None
     assert np.sum(closed.mean(axis=2) < 80) < 0.5 * np.sum(open_eye.mean(axis=2) < 80)
 
 
+@pytest.mark.slow  # the default avatar (mediapipe)
 def test_head_motion_has_no_seam(renderer: Mesh2DRenderer) -> None:
     rest = renderer.render(FaceParams()).astype(np.float32)
     moved = renderer.render(FaceParams(head_roll_deg=2.5, head_dx_px=4, head_dy_px=3)).astype(
@@ -82,6 +87,7 @@ def test_head_motion_has_no_seam(renderer: Mesh2DRenderer) -> None:
     assert grad_moved <= grad_rest * 1.1
 
 
+@pytest.mark.slow  # the default avatar (mediapipe)
 def test_idle_is_alive_but_calm(renderer: Mesh2DRenderer) -> None:
     idle = IdleMotion(seed=3)
     params = [idle.params(i) for i in range(250)]  # ten seconds
@@ -126,8 +132,9 @@ def test_phoneme_animator_follows_timings() -> None:
     assert fallback[5, 0] > fallback[25, 0] + 0.3
 
 
+@pytest.mark.slow  # Piper
 def test_trim_leading_silence_keeps_timings_aligned() -> None:
-    from realtime_avatar.pipeline.avsync import trim_leading_silence
+    from realtime_avatar.engine.voice import trim_leading_silence
     from realtime_avatar.tts.registry import get_synthesizer
 
     speech = get_synthesizer("en").synthesize("Hello there.", "en")
@@ -140,8 +147,9 @@ def test_trim_leading_silence_keeps_timings_aligned() -> None:
     assert np.array_equal(trimmed.pcm, speech.pcm[len(speech.pcm) - len(trimmed.pcm) :])
 
 
+@pytest.mark.slow  # Piper
 def test_trim_trailing_silence_shortens_only_the_closing_pause() -> None:
-    from realtime_avatar.pipeline.avsync import trim_trailing_silence
+    from realtime_avatar.engine.voice import trim_trailing_silence
     from realtime_avatar.tts.registry import get_synthesizer
 
     speech = get_synthesizer("en").synthesize("Sure,", "en")
@@ -155,17 +163,20 @@ def test_trim_trailing_silence_shortens_only_the_closing_pause() -> None:
     assert trim_trailing_silence(trimmed, 0.3) is trimmed  # nothing more to cut
 
 
+@pytest.mark.slow  # the default avatar (mediapipe), Piper
 def test_frame_clock_moves_on_when_an_answer_is_cut_off(default_avatar) -> None:  # type: ignore[no-untyped-def]
     # The clock names frames to the client (first/last frame of a turn): a barge-in that
     # abandons an utterance after one frame must not make the next frame reuse its index.
-    from realtime_avatar.pipeline.avsync import AVSynth
-    from realtime_avatar.render.mesh2d import Mesh2DRenderer
+    from realtime_avatar.render.registry import create_renderer
+    from realtime_avatar.settings import Settings
     from realtime_avatar.tts.registry import get_synthesizer
 
-    synth = AVSynth(Mesh2DRenderer(default_avatar.face_rgb, default_avatar.landmarks))
-    assert synth.idle_frame().index == 0
-    frames = synth.speech_frames(get_synthesizer("en").synthesize("Hello there.", "en"))
-    assert next(frames).index == 1
-    assert next(frames).index == 2
-    del frames  # interrupted
-    assert synth.idle_frame().index == 3
+    renderer = create_renderer("mesh2d", default_avatar.face, Settings())
+    assert renderer.next_frame().index == 0
+    renderer.push(get_synthesizer("en").synthesize("Hello there.", "en"))
+    assert renderer.next_frame().index == 1
+    spoken = renderer.next_frame()
+    assert spoken.index == 2 and spoken.speaking
+    renderer.clear()  # interrupted
+    idle = renderer.next_frame()
+    assert idle.index == 3 and not idle.speaking

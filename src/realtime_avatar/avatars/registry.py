@@ -28,10 +28,10 @@ from ..errors import (
     InvalidTextError,
 )
 from ..face.crop import crop_to_square, head_crop_box
-from ..render.base import FaceImage
 from ..face.landmarks import check_pose, choose_face, face_mesh, face_size_px
 from ..media.audio import decode_audio, validate_voice
 from ..media.image import load_rgb
+from ..render.base import FaceImage
 from ..settings import Settings, get_settings
 from ..voice.profile import VoiceProfile, compute_profile
 

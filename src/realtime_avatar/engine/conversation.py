@@ -157,7 +157,11 @@ class Conversation:
 
     # ------------------------------------------------------------------ events
     def _set_state(
-        self, state: AvatarState, *, user_speaking: bool = False, first_frame_index: int | None = None
+        self,
+        state: AvatarState,
+        *,
+        user_speaking: bool = False,
+        first_frame_index: int | None = None,
     ) -> None:
         if state != self._state:
             self._state = state
@@ -199,7 +203,9 @@ class Conversation:
             self._feed_utterance(pcm_16k)
             if self._utterance_s >= self.max_utterance_s:
                 # A monologue with no pause: answer what was said so far (bounded memory).
-                log.info("turn %d: utterance cap of %.0f s reached", self.turn_id, self._utterance_s)
+                log.info(
+                    "turn %d: utterance cap of %.0f s reached", self.turn_id, self._utterance_s
+                )
                 self._turns[self._utterance_turn].utterance_capped = True
                 self._on_speech_end(self._mic_s)
         self._preroll.append(pcm_16k)
@@ -363,7 +369,12 @@ class Conversation:
             task = speculation.task
             failed = task.done() and (task.cancelled() or task.exception() is not None)
             guessed = speculation.transcript
-            if heard is not None and guessed is not None and same_words(heard, guessed) and not failed:
+            if (
+                heard is not None
+                and guessed is not None
+                and same_words(heard, guessed)
+                and not failed
+            ):
                 speculation.release()
                 await task
                 return
@@ -468,7 +479,11 @@ class Conversation:
             async for delta in self.stages.responder.respond(self._history, text, language):
                 if not record.first_token:
                     record.first_token = self.clock()
-                emit(TranscriptEvent(role="avatar", text=delta, final=False, delta=True, turn_id=turn))
+                emit(
+                    TranscriptEvent(
+                        role="avatar", text=delta, final=False, delta=True, turn_id=turn
+                    )
+                )
                 for piece in chunker.push(delta):
                     await speak(piece, more=True)
             for piece in chunker.flush():
@@ -538,9 +553,7 @@ class Conversation:
             record.first_frame = self.clock()
             record.first_frame_index = frame.index
             self._speaking_since = record.first_frame
-            self._call_soon(
-                lambda: self._set_state("speaking", first_frame_index=frame.index)
-            )
+            self._call_soon(lambda: self._set_state("speaking", first_frame_index=frame.index))
 
     def _mark_idle(self) -> None:
         record = self._turns.get(self._playing_turn)

@@ -54,16 +54,18 @@ class TurnRecord:
 
     def event(self) -> TurnEvent:
         """The turn as clients see it."""
-        return TurnEvent(
-            turn_id=self.turn_id,
-            interrupted=self.interrupted,
-            speculative=self.speculative,
-            speech_end_mono=self.speech_end,
-            first_frame_mono=self.first_frame,
-            first_frame_index=self.first_frame_index,
-            last_frame_index=self.last_frame_index,
-            gap_frames=self.gap_frames,
-            **self.stage_ms(),
+        return TurnEvent.model_validate(
+            {
+                "turn_id": self.turn_id,
+                "interrupted": self.interrupted,
+                "speculative": self.speculative,
+                "speech_end_mono": self.speech_end,
+                "first_frame_mono": self.first_frame,
+                "first_frame_index": self.first_frame_index,
+                "last_frame_index": self.last_frame_index,
+                "gap_frames": self.gap_frames,
+                **self.stage_ms(),
+            }
         )
 
 

@@ -105,10 +105,10 @@ class AnimatedRenderer:
         if speech is not None:
             # Cutting a piece (resampling, the mouth track) is the costly part of a start:
             # done outside the lock, then installed unless a clear came meanwhile.
-            playing = cut_into_frames(speech, self.animator)
+            started = cut_into_frames(speech, self.animator)
             with self._lock:
                 if self._cleared == cleared:
-                    self._playing, self._starting = playing, None
+                    self._playing, self._starting = started, None
         with self._lock:
             playing = self._playing
             step = -1

@@ -17,7 +17,6 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.mediastreams import MediaStreamError
 
 from .. import rtc_loopback
-from ..events import EventError, MediaEvent, PingMessage, PongEvent, ServerEvent, parse_client_message, to_json
 from ..constants import (
     ASR_RATE_HZ,
     FPS,
@@ -25,8 +24,17 @@ from ..constants import (
     VIDEO_CLOCK_HZ,
     VIDEO_TICKS_PER_FRAME,
 )
-from ..frames import AVFrame
 from ..engine.conversation import Conversation
+from ..events import (
+    EventError,
+    MediaEvent,
+    PingMessage,
+    PongEvent,
+    ServerEvent,
+    parse_client_message,
+    to_json,
+)
+from ..frames import AVFrame
 from ..rtc_buffers import use_low_latency_buffers
 
 log = logging.getLogger(__name__)
