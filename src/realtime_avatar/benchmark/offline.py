@@ -17,9 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..engine.voice import AvatarVoice, as_spoken, reply_chunker
 from ..frames import FaceParams
-from ..tts.base import Synthesizer
-from ..voice.base import VoiceMatcher
 from .figures import BenchContext, Figure, Target
 
 RENDER_WARMUP_FRAMES = 20
@@ -144,34 +143,28 @@ def render_figures(ctx: BenchContext) -> list[Figure]:
     ]
 
 
-def _first_piece(reply: str) -> str:
-    """The first piece a streaming reply speaks, cut and worded as the live session does."""
-    from ..pipeline.session import as_spoken, reply_chunker
-
+def _first_piece(reply: str) -> tuple[str, bool]:
+    """The first piece a streaming reply speaks, cut and worded as the live session does,
+    and whether more of the reply follows it."""
     chunker = reply_chunker()
     pieces = chunker.push(reply)
     more = bool(pieces)  # pushed pieces have more reply after them
-    return as_spoken((pieces or chunker.flush())[0], more)
+    return as_spoken((pieces or chunker.flush())[0], more), more
 
 
-def _first_audio_ms(synth: Synthesizer, matcher: VoiceMatcher, piece: str, lang: str) -> float:
+def _first_audio_ms(voice: AvatarVoice, piece: tuple[str, bool], lang: str) -> float:
     """Milliseconds until a reply's first piece is ready to play, made as the session makes it."""
-    from ..pipeline.avsync import trim_leading_silence
-    from ..pipeline.session import LEAD_IN_KEEP_S
-
+    text, more = piece
     start = time.perf_counter()
-    speech = synth.synthesize(piece, lang, turn_id=1)
-    matcher.convert(trim_leading_silence(speech, LEAD_IN_KEEP_S))
+    voice.speak(text, lang, turn_id=1, first=True, more=more)
     return (time.perf_counter() - start) * 1000
 
 
 def tts_figures(ctx: BenchContext) -> list[Figure]:
     """Per language: time to the first spoken piece (synthesis + voice matching), and RTF."""
-    from ..pipeline.matching import build_matcher
     from ..text.chunker import split_sentences
-    from ..tts.registry import get_synthesizer
 
-    avatar = ctx.default_avatar
+    voice = AvatarVoice.for_avatar(ctx.default_avatar, ctx.settings)
     rounds = ctx.repeats(2, 6)
     rtf_rounds = ctx.repeats(1, 3)
     sentences = {
@@ -185,18 +178,18 @@ def tts_figures(ctx: BenchContext) -> list[Figure]:
     figures: list[Figure] = []
     for lang, replies in REPLIES.items():
         ctx.progress(f"TTS {lang}: loading", done, total)
-        synth = get_synthesizer(lang, ctx.settings)
+        synth = voice.synthesizer(lang)
         # Measures the synthesizer's voice once (cached in the data dir): not part of a turn.
-        matcher = build_matcher(ctx.settings, avatar, synth, lang)
+        matcher = voice.matcher(lang)
         pieces = [_first_piece(reply) for reply in replies]
 
-        _first_audio_ms(synth, matcher, pieces[0], lang)  # warm-up: lazy loads, allocations
+        _first_audio_ms(voice, pieces[0], lang)  # warm-up: lazy loads, allocations
         done += 1
         first_ms: list[float] = []
         for _ in range(rounds):
             for piece in pieces:
                 ctx.progress(f"TTS {lang}: first audio", done, total)
-                first_ms.append(_first_audio_ms(synth, matcher, piece, lang))
+                first_ms.append(_first_audio_ms(voice, piece, lang))
                 done += 1
         rtf: list[float] = []
         for _ in range(rtf_rounds):
@@ -215,7 +208,7 @@ def tts_figures(ctx: BenchContext) -> list[Figure]:
                 first_ms,
                 Target("<=", target_ms, "p50") if target_ms is not None else None,
                 f"{synth.name}; first chunker piece of {len(pieces)} replies, "
-                f"synthesis + {ctx.settings.voice_matcher} voice matching",
+                f"synthesis + {matcher.name} voice matching",
                 "avatar bench --only tts --suite full",
             ),
             Figure(

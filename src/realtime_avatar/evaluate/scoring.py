@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.voice import AvatarVoice
 from ..media.audio import resample
-from ..tts.registry import get_synthesizer
 from .identity import IdentityFrame
 from .instruments import ASR, IDENTITY, LID_AUDIO, LID_TEXT, LIPSYNC, SPEAKER, Instruments
 from .intelligibility import ASR_RATE_HZ, CHARACTER_LANGUAGES, ModelUnavailable, error_rate
@@ -23,8 +23,10 @@ MIN_LID_S = 1.0  # Whisper's language ID on less than a second of speech is a co
 
 
 def raw_tts(text: str, language: str, instruments: Instruments) -> tuple[np.ndarray, int]:
-    """The synthesizer's own voice saying ``text``, before any voice matching."""
-    speech = get_synthesizer(language, instruments.settings).synthesize(text, language)
+    """The synthesizer's own voice saying ``text``, before any voice matching: the one
+    the avatar speaks with (``AvatarVoice.synthesizer``), so the gain is the matcher's."""
+    voice = AvatarVoice.for_avatar(instruments.avatar, instruments.settings)
+    speech = voice.synthesizer(language).synthesize(text, language)
     return speech.pcm, speech.sample_rate_hz
 
 

@@ -7,7 +7,6 @@ construction; between utterances the same renderer plays the idle animation.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 
 import numpy as np
 
@@ -15,46 +14,12 @@ from ..animate.base import Animator
 from ..animate.idle import IdleMotion
 from ..animate.mouth import PhonemeAnimator
 from ..constants import OUTPUT_RATE_HZ, SAMPLES_PER_FRAME
-from ..frames import AVFrame, PhonemeTiming, Speech, WordTiming
+from ..engine.voice import trim_leading_silence, trim_trailing_silence  # noqa: F401
+from ..frames import AVFrame, Speech
 from ..media.audio import float_to_int16, resample
 from ..render.base import Renderer
 
 _SILENCE = np.zeros(SAMPLES_PER_FRAME, np.int16)
-SILENCE_PHONEME = "_"
-
-
-def trim_leading_silence(speech: Speech, keep_s: float) -> Speech:
-    """Drop the synthesizer's lead-in silence beyond ``keep_s``, shifting every timing."""
-    if not speech.phonemes or speech.phonemes[0].phoneme != SILENCE_PHONEME:
-        return speech
-    cut_s = speech.phonemes[0].end_s - keep_s
-    if cut_s <= 0:
-        return speech
-    cut = int(cut_s * speech.sample_rate_hz)
-    cut_s = cut / speech.sample_rate_hz
-    phonemes = [
-        PhonemeTiming(p.phoneme, max(p.start_s - cut_s, 0.0), max(p.end_s - cut_s, 0.0))
-        for p in speech.phonemes
-    ]
-    words = [
-        WordTiming(w.word, max(w.start_s - cut_s, 0.0), max(w.end_s - cut_s, 0.0))
-        for w in speech.words
-    ]
-    return replace(speech, pcm=speech.pcm[cut:], phonemes=phonemes, words=words)
-
-
-def trim_trailing_silence(speech: Speech, keep_s: float) -> Speech:
-    """Drop the synthesizer's closing silence beyond ``keep_s`` (timings are unchanged)."""
-    if not speech.phonemes or speech.phonemes[-1].phoneme != SILENCE_PHONEME:
-        return speech
-    end_s = speech.phonemes[-1].start_s + keep_s
-    if end_s >= speech.duration_s:
-        return speech
-    end = int(end_s * speech.sample_rate_hz)
-    phonemes = [*speech.phonemes[:-1]]
-    last = speech.phonemes[-1]
-    phonemes.append(PhonemeTiming(last.phoneme, last.start_s, end / speech.sample_rate_hz))
-    return replace(speech, pcm=speech.pcm[:end], phonemes=phonemes)
 
 
 class AVSynth:

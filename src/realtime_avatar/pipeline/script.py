@@ -15,21 +15,17 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from ..constants import FPS, OUTPUT_RATE_HZ
+from ..engine.voice import AvatarVoice
 from ..errors import InvalidTextError
 from ..frames import Speech
 from ..settings import Settings, get_settings
 from ..text.chunker import normalize_for_speech, split_sentences
 from ..text.language import resolve_language
-from ..tts.base import Synthesizer
 from ..tts.registry import get_synthesizer
-
-if TYPE_CHECKING:
-    from ..voice.base import VoiceMatcher
 
 # Rendering and encoding modules (OpenCV, PyAV, SciPy, pyworld: ~0.6 s to import) are
 # imported inside the functions, so `avatar say` starts loading the TTS voice first and
@@ -44,7 +40,6 @@ SPEECH_AHEAD = 2  # sentences spoken ahead of the renderer: enough to hide TTS, 
 ENCODE_AHEAD = 16  # frames waiting for the encoder thread (~0.8 MB each)
 
 Progress = Callable[[int, int], None]
-MatcherFactory = Callable[[Synthesizer, str], "VoiceMatcher"]
 
 T = TypeVar("T")
 
@@ -135,37 +130,35 @@ def _speeches(
     sentences: list[str],
     fixed: str | None,
     settings: Settings,
-    matcher_for: Future[MatcherFactory],
+    voice_for: Future[AvatarVoice],
 ) -> Generator[tuple[str, Speech], None, None]:
-    """Each sentence spoken and moved to the avatar's voice, with its language."""
-    preload = None
-    if fixed is None:
-        # English is the likeliest: its voice (~0.4 s to load) loads while the language
-        # detector does (~0.4 s); a failure here is met again, and reported, when used.
-        preload = threading.Thread(
-            target=_load_quietly, args=("en", settings), name="say-preload", daemon=True
-        )
-        preload.start()
+    """Each sentence spoken in the avatar's voice (``AvatarVoice.speak``), with its language."""
+    # The voice model (~0.4 s to load) loads while the avatar loads on the main thread and,
+    # for auto, while the language detector does (~0.4 s): English is the likeliest.
+    preload = threading.Thread(
+        target=_load_quietly, args=(fixed or "en", settings), name="say-preload", daemon=True
+    )
+    preload.start()
     try:
         overall = fixed or resolve_language("auto", text)
-        matchers: dict[str, VoiceMatcher] = {}
+        voice: AvatarVoice | None = None
         for index, sentence in enumerate(sentences):
             lang = fixed or _sentence_language(sentence, overall)
-            synth = get_synthesizer(lang, settings)
-            speech = synth.synthesize(sentence, lang, turn_id=index)
-            if lang not in matchers:
-                # The avatar the matcher needs loads on the main thread meanwhile.
-                matchers[lang] = matcher_for.result()(synth, lang)
-            yield lang, matchers[lang].convert(speech)
+            if voice is None:
+                voice = voice_for.result()  # the avatar, loaded on the main thread
+            yield lang, voice.speak(sentence, lang, turn_id=index)
     finally:
-        if preload is not None:
-            preload.join()
+        preload.join()
 
 
 def _load_quietly(language: str, settings: Settings) -> None:
-    """Load a synthesizer ahead of need; its errors surface when it is really asked for."""
+    """Load the process's shared voice model ahead of need (the avatar is not loaded yet);
+    its errors surface when it is really asked for."""
     try:
-        get_synthesizer(language, settings)
+        synth = get_synthesizer(language, settings)
+        warm = getattr(synth, "warm_up", None)
+        if callable(warm):
+            warm()
     except Exception:  # noqa: BLE001 - reported by the real call
         log.debug("preloading the %s voice failed", language, exc_info=True)
 
@@ -234,19 +227,18 @@ def render_script(
     fixed = None if language == "auto" else resolve_language(language, clean)
     if fixed is not None:
         get_synthesizer(fixed, settings)
-    matcher_for: Future[MatcherFactory] = Future()
+    voice_for: Future[AvatarVoice] = Future()
     speeches = _Prefetcher(
-        _speeches(clean, sentences, fixed, settings, matcher_for), SPEECH_AHEAD, "say-speech"
+        _speeches(clean, sentences, fixed, settings, voice_for), SPEECH_AHEAD, "say-speech"
     )
     try:
         from ..avatars.registry import load_avatar
         from ..media.mp4 import Mp4Writer
         from ..render.registry import create_renderer
         from .avsync import AVSynth
-        from .matching import build_matcher
 
         avatar = load_avatar(avatar_name, settings=settings)
-        matcher_for.set_result(partial(build_matcher, settings, avatar))
+        voice_for.set_result(AvatarVoice.for_avatar(avatar, settings))
         renderer = create_renderer(settings.renderer, avatar.face_rgb, avatar.landmarks)
         av_synth = AVSynth(renderer)
         total_chars = sum(len(s) for s in sentences)
@@ -270,7 +262,7 @@ def render_script(
                     progress(done_chars, total_chars)
             frames = writer.frames
     finally:
-        matcher_for.cancel()  # wakes the worker if the avatar never loaded
+        voice_for.cancel()  # wakes the worker if the avatar never loaded
         speeches.close()
     wall = time.perf_counter() - started
     result = ScriptResult(out_path, frames, frames / FPS, wall, len(sentences), tuple(languages))
