@@ -1,7 +1,7 @@
 """Figures for speech recognition: how soon the final text is ready after the user stops.
 
 For a ~3 s English utterance (Piper) fed in 20 ms chunks, with 0.3 s of pre-roll and the
-VAD's trailing silence (``--tail-ms``, default 400 = the VAD's default min_silence_ms):
+VAD's trailing silence (``--tail-ms``, default: the ``vad_min_silence_ms`` setting's default):
 
 - ``finish_ms``: time of the ``finish()`` call itself, after feeding with partials;
 - ``final_after_vad_end_ms``: fed at real-time pace, from the moment the last chunk (the
@@ -12,7 +12,7 @@ VAD's trailing silence (``--tail-ms``, default 400 = the VAD's default min_silen
 - ``partial_work_share``: decoding time spent in ``feed`` per second of audio;
 - ``wer``: word error rate of the final.
 
-Run: .venv/bin/python bench/asr_speed.py [--repeat 3] [--tail-ms 400]
+Run: .venv/bin/python bench/asr_speed.py [--repeat 3] [--tail-ms MS]
 (the multilingual model is joined into a temporary data dir on first use, ~1 s)
 """
 
@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from realtime_avatar.evaluate.intelligibility import error_rate
+from realtime_avatar.settings import Settings
 
 TEXT = "Please send me the weather forecast for tomorrow morning."
 CHUNK = 320
@@ -141,7 +142,12 @@ def _figures(name: str, make, pcm: np.ndarray, speech_s: float, repeat: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--tail-ms", type=int, default=400, help="silence after the speech")
+    parser.add_argument(
+        "--tail-ms",
+        type=int,
+        default=int(Settings.model_fields["vad_min_silence_ms"].default),
+        help="silence after the speech (default: the VAD's min_silence_ms)",
+    )
     parser.add_argument(
         "--only", nargs="*", default=["whisper-tiny-en", "whisper-base", "pocketsphinx"]
     )

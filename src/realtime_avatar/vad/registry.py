@@ -1,6 +1,6 @@
 """Which voice activity detector a session uses: settings names mapped to factories.
 
-Settings read (all optional, defaults below): ``vad`` (name), ``vad_threshold``,
+Settings read (defaults declared in ``settings.py``): ``vad`` (name), ``vad_threshold``,
 ``vad_neg_threshold``, ``vad_min_speech_ms``, ``vad_min_silence_ms``, ``vad_pause_ms``.
 Detectors hold per-session state, so every call makes a new instance; the model underneath
 is shared.
@@ -15,29 +15,16 @@ from ..errors import ConfigurationError
 from ..settings import Settings, get_settings
 from .base import VoiceActivity
 
-DEFAULT_VAD = "silero"
+DEFAULT_VAD: str = Settings.model_fields["vad"].default
 
-
-_DEFAULTS: dict[str, float] = {
-    "threshold": 0.5,
-    "neg_threshold": 0.35,
-    "min_speech_ms": 64.0,
-    "min_silence_ms": 400.0,
-}
-_OPTIONAL = ("pause_ms",)  # None unless settings or the caller set it
+# SileroVad's options, each read from the setting ``vad_<option>`` (pause_ms: None is off).
+_OPTIONS = ("threshold", "neg_threshold", "min_speech_ms", "min_silence_ms", "pause_ms")
 
 
 def _make_silero(settings: Settings, **overrides: Any) -> VoiceActivity:
     from .silero import SileroVad
 
-    options: dict[str, Any] = {}
-    for option, default in _DEFAULTS.items():
-        # Settings may not declare these yet (or leave them None): the default holds then.
-        value = getattr(settings, f"vad_{option}", None)
-        options[option] = default if value is None else float(value)
-    for option in _OPTIONAL:
-        value = getattr(settings, f"vad_{option}", None)
-        options[option] = None if value is None else float(value)
+    options: dict[str, Any] = {option: getattr(settings, f"vad_{option}") for option in _OPTIONS}
     options.update(overrides)
     return SileroVad(**options)
 

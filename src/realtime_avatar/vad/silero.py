@@ -24,11 +24,13 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..constants import ASR_RATE_HZ
 from ..errors import ConfigurationError
+from ..settings import Settings
 from .base import VadEvent
 
 _LOGGER = logging.getLogger(__name__)
@@ -37,6 +39,13 @@ FRAME_SAMPLES = 512  # 32 ms at 16 kHz: the only frame size the 16 kHz model acc
 CONTEXT_SAMPLES = 64  # samples of the previous frame prepended to each frame
 _STATE_SHAPE = (1, 1, 128)  # h and c of the model's LSTM
 FRAME_S = FRAME_SAMPLES / ASR_RATE_HZ
+
+# The constructor's defaults are the ``vad_*`` settings' (from settings.py).
+_DEFAULTS: dict[str, Any] = {
+    name: setting.default
+    for name, setting in Settings.model_fields.items()
+    if name.startswith("vad_")
+}
 
 
 def default_model_path() -> Path:
@@ -104,12 +113,12 @@ class SileroVad:
 
     def __init__(
         self,
-        threshold: float = 0.5,
-        neg_threshold: float = 0.35,
-        min_speech_ms: float = 64.0,
-        min_silence_ms: float = 400.0,
+        threshold: float = _DEFAULTS["vad_threshold"],
+        neg_threshold: float = _DEFAULTS["vad_neg_threshold"],
+        min_speech_ms: float = _DEFAULTS["vad_min_speech_ms"],
+        min_silence_ms: float = _DEFAULTS["vad_min_silence_ms"],
         model_path: Path | None = None,
-        pause_ms: float | None = None,
+        pause_ms: float | None = _DEFAULTS["vad_pause_ms"],
     ) -> None:
         """Load the shared model (once per process) and start with empty state.
 
@@ -117,6 +126,7 @@ class SileroVad:
         ``min_speech_ms``: how long speech must last before "start" fires;
         ``min_silence_ms``: how long silence must last before "end" fires;
         ``pause_ms``: how long silence must last before "pause" fires (``None``: never).
+        Each defaults to its ``vad_*`` setting's default.
         """
         if not 0.0 < neg_threshold <= threshold < 1.0:
             raise ConfigurationError(
