@@ -126,7 +126,7 @@ def say(
     ] = None,
 ) -> None:
     """Turn a script (or a recording) into a lip-synced talking video (H.264 + AAC MP4)."""
-    from .pipeline.script import render_audio, render_script
+    from .engine.script import render_audio, render_script
 
     interrupted = _remember_ctrl_c()
     if audio is not None:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from ..engine.voice import AvatarVoice, as_spoken, reply_chunker
-from ..frames import FaceParams
+from ..frames import AVFrame, Speech
 from .figures import BenchContext, Figure, Target
 
 RENDER_WARMUP_FRAMES = 20
@@ -77,50 +77,54 @@ def one_core() -> Iterator[str]:
         cv2.setNumThreads(threads)
 
 
-def _face_params(count: int) -> list[FaceParams]:
-    """Speech-like face states: random mouth shapes in 40 of every 50 frames, idle between."""
-    from ..animate.idle import IdleMotion
+SPEECH_FRAMES, IDLE_FRAMES = 40, 10  # speech-like: 1.6 s pieces with 0.4 s of idle between
 
-    idle = IdleMotion(1)
-    rng = np.random.default_rng(0)
-    params: list[FaceParams] = []
-    for i in range(count):
-        mouth = rng.uniform(0, 1, 4) * [1.0, 0.6, 0.6, 0.3]
-        params.append(idle.params(i, mouth if i % 50 < 40 else None))
-    return params
+
+def _speech_piece(index: int, rate_hz: int = 16_000) -> Speech:
+    """1.6 s of speech-like sound: noise at syllable rate (4 Hz), no timings given."""
+    rng = np.random.default_rng(index)
+    t = np.arange(int(SPEECH_FRAMES * 0.04 * rate_hz)) / rate_hz
+    syllables = np.clip(np.sin(2 * np.pi * 4.0 * t + index), 0.0, 1.0)
+    pcm = (0.3 * syllables * rng.standard_normal(len(t))).astype(np.float32)
+    return Speech(index, "", "en", pcm, rate_hz)
 
 
 def render_figures(ctx: BenchContext) -> list[Figure]:
-    """Milliseconds per frame on one core: rendering only, and rendering plus H.264."""
-    from ..constants import SAMPLES_PER_FRAME
+    """Milliseconds per frame on one core through the render seam, and with H.264 after it.
+
+    The configured renderer is pushed speech-like pieces and pulled once per frame, as a
+    call pulls it: 40 frames of speech, 10 idle, over and over.
+    """
     from ..media.mp4 import Mp4Writer
     from ..render.registry import create_renderer
 
     avatar = ctx.default_avatar
-    renderer = create_renderer(ctx.settings.renderer, avatar.face_rgb, avatar.landmarks)
     frames = ctx.repeats(200, 750)  # 8 s / 30 s of video
-    params = _face_params(RENDER_WARMUP_FRAMES + frames)
-    audio = np.zeros(SAMPLES_PER_FRAME, np.int16)  # the writer's AAC work is part of it
-    total = 2 * len(params)
-    render_ms: list[float] = []
-    encode_ms: list[float] = []
-    with one_core() as pinning:
-        for i, p in enumerate(params):
+    total = 2 * (RENDER_WARMUP_FRAMES + frames)
+
+    def pull(count: int, on_frame: Callable[[AVFrame], None], label: str, done: int) -> list[float]:
+        renderer = create_renderer(ctx.settings.renderer, avatar.face, ctx.settings)
+        spent: list[float] = []
+        for i in range(count):
+            if i % (SPEECH_FRAMES + IDLE_FRAMES) == IDLE_FRAMES:
+                renderer.push(_speech_piece(i))
             start = time.perf_counter()
-            renderer.render(p)
+            on_frame(renderer.next_frame())
             if i >= RENDER_WARMUP_FRAMES:
-                render_ms.append((time.perf_counter() - start) * 1000)
+                spent.append((time.perf_counter() - start) * 1000)
             if i % 25 == 0:
-                ctx.progress("rendering", i, total)
-        with Mp4Writer(ctx.work_dir / "render.mp4", renderer.size_px, renderer.size_px) as out:
-            for i, p in enumerate(params):
-                start = time.perf_counter()
-                out.write(renderer.render(p), audio)
-                if i >= RENDER_WARMUP_FRAMES:
-                    encode_ms.append((time.perf_counter() - start) * 1000)
-                if i % 25 == 0:
-                    ctx.progress("rendering + H.264", len(params) + i, total)
-    notes = f"{renderer.name} {renderer.size_px}x{renderer.size_px}, {pinning}"
+                ctx.progress(label, done + i, total)
+        return spent
+
+    count = RENDER_WARMUP_FRAMES + frames
+    size = ctx.settings.render_size_px
+    with one_core() as pinning:
+        render_ms = pull(count, lambda _frame: None, "rendering", 0)
+        with Mp4Writer(ctx.work_dir / "render.mp4", size, size) as out:
+            encode_ms = pull(
+                count, lambda frame: out.write(frame.rgb, frame.audio), "rendering + H.264", count
+            )
+    notes = f"{ctx.settings.renderer} {size}x{size} through the render seam, {pinning}"
     return [
         Figure(
             "render_ms",

@@ -1,4 +1,8 @@
-"""Script to video: text -> sentences -> TTS -> voice match -> animation -> MP4, streamed.
+"""Script to video: the engine's stages driven offline into an MP4, streamed.
+
+text -> sentences -> ``AvatarVoice.speak`` (TTS, voice match) -> ``Renderer`` (push, pull
+frames paired with their audio) -> MP4: the same speech stage and render seam as a live
+conversation, so what ``say`` shows is what a call shows.
 
 ``render_script`` runs its stages side by side, since one after another they leave a core
 idle: a worker thread speaks and voice-matches the sentences a little ahead (starting with
@@ -19,13 +23,14 @@ from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
 from ..constants import FPS, OUTPUT_RATE_HZ
-from ..engine.voice import AvatarVoice
 from ..errors import InvalidTextError
 from ..frames import Speech
+from ..render.base import Renderer, spoken_frames
 from ..settings import Settings, get_settings
 from ..text.chunker import normalize_for_speech, split_sentences
 from ..text.language import resolve_language
 from ..tts.registry import get_synthesizer
+from .voice import AvatarVoice
 
 # Rendering and encoding modules (OpenCV, PyAV, SciPy, pyworld: ~0.6 s to import) are
 # imported inside the functions, so `avatar say` starts loading the TTS voice first and
@@ -175,27 +180,24 @@ def render_audio(
     settings: Settings | None = None,
     progress: Progress | None = None,
 ) -> ScriptResult:
-    """Lip-sync a recording the user brings (no TTS): the mouth follows the audio alone."""
-    from ..animate.mouth import AudioAnimator
+    """Lip-sync a recording the user brings (no TTS, no timings): the renderer reads the audio."""
     from ..avatars.registry import load_avatar
     from ..media.audio import decode_audio
     from ..media.mp4 import Mp4Writer, check_output_path
     from ..render.registry import create_renderer
-    from .avsync import AVSynth
 
     started = time.perf_counter()
     settings = settings or get_settings()
     out_path = check_output_path(out_path)
     pcm = decode_audio(Path(audio_path), OUTPUT_RATE_HZ, max_s=MAX_USER_AUDIO_S)
     avatar = load_avatar(avatar_name, settings=settings)
-    renderer = create_renderer(settings.renderer, avatar.face_rgb, avatar.landmarks)
-    av_synth = AVSynth(renderer, AudioAnimator())
+    renderer = create_renderer(settings.renderer, avatar.face, settings)
     block = int(AUDIO_BLOCK_S * OUTPUT_RATE_HZ)
     size = renderer.size_px
     with Mp4Writer(out_path, size, size, background_frames=ENCODE_AHEAD) as writer:
         for start in range(0, len(pcm), block):
             piece = Speech(0, "", "", pcm[start : start + block], OUTPUT_RATE_HZ)
-            for frame in av_synth.speech_frames(piece):
+            for frame in spoken_frames(renderer, piece):
                 writer.write(frame.rgb, frame.audio)
             if progress:
                 progress(min(start + block, len(pcm)), len(pcm))
@@ -235,28 +237,28 @@ def render_script(
         from ..avatars.registry import load_avatar
         from ..media.mp4 import Mp4Writer
         from ..render.registry import create_renderer
-        from .avsync import AVSynth
 
         avatar = load_avatar(avatar_name, settings=settings)
         voice_for.set_result(AvatarVoice.for_avatar(avatar, settings))
-        renderer = create_renderer(settings.renderer, avatar.face_rgb, avatar.landmarks)
-        av_synth = AVSynth(renderer)
+        renderer: Renderer = create_renderer(settings.renderer, avatar.face, settings)
         total_chars = sum(len(s) for s in sentences)
         done_chars = 0
         languages: list[str] = []
         size = renderer.size_px
         with Mp4Writer(out_path, size, size, background_frames=ENCODE_AHEAD) as writer:
-            for _ in range(LEAD_IN_FRAMES):
-                frame = av_synth.idle_frame()
-                writer.write(frame.rgb, frame.audio)
+
+            def idle(count: int) -> None:
+                for _ in range(count):
+                    frame = renderer.next_frame()
+                    writer.write(frame.rgb, frame.audio)
+
+            idle(LEAD_IN_FRAMES)
             for index, (lang, speech) in enumerate(speeches):
                 if lang not in languages:
                     languages.append(lang)
-                for frame in av_synth.speech_frames(speech):
+                for frame in spoken_frames(renderer, speech):
                     writer.write(frame.rgb, frame.audio)
-                for _ in range(PAUSE_FRAMES if index < len(sentences) - 1 else TAIL_FRAMES):
-                    frame = av_synth.idle_frame()
-                    writer.write(frame.rgb, frame.audio)
+                idle(PAUSE_FRAMES if index < len(sentences) - 1 else TAIL_FRAMES)
                 done_chars += len(sentences[index])
                 if progress:
                     progress(done_chars, total_chars)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..pipeline.script import render_script
+from ..engine.script import render_script
 from .identity import IdentityFrame
 from .instruments import RENDER_CLOCK, Instruments
 from .lipsync import MouthMeter, audio_envelope_db, cross_correlate, fill_gaps, windowed
