@@ -8,7 +8,7 @@ Names:
 - ``whisper-dir:<path>``: any faster-whisper model directory; plain ``whisper-dir`` uses
   the ``asr_model_dir`` setting.
 
-Settings read (all optional, defaults in ``_option``): ``asr`` (English recognizer name),
+Settings read (defaults declared in ``settings.py``): ``asr`` (English recognizer name),
 ``asr_multilingual`` (name for other languages and ``auto``), ``asr_model_dir`` (a user's
 faster-whisper model, preferred wherever it can serve), ``asr_compute_type``,
 ``asr_cpu_threads``, ``asr_beam_size``. Recognizers are made once per process and name.
@@ -29,24 +29,15 @@ from .base import Recognizer
 
 _LOGGER = logging.getLogger(__name__)
 
-DEFAULT_ENGLISH = "whisper-tiny-en"
+# The shipped multilingual model: the last resort for a language the configured one lacks.
 DEFAULT_MULTILINGUAL = "whisper-base"
 _DIR_PREFIX = "whisper-dir"
 
-_DEFAULTS: dict[str, Any] = {
-    "asr": DEFAULT_ENGLISH,
-    "asr_multilingual": DEFAULT_MULTILINGUAL,
-    "asr_model_dir": None,
-    "asr_compute_type": "int8",
-    "asr_cpu_threads": 1,
-    "asr_beam_size": 1,
-}
-
 
 def _option(settings: Settings, name: str) -> Any:
-    """A setting that ``Settings`` may not declare yet: its value, else the default here."""
+    """Setting ``name``; its declared default when it is unset or empty."""
     value = getattr(settings, name, None)
-    return _DEFAULTS[name] if value is None or value == "" else value
+    return Settings.model_fields[name].default if value is None or value == "" else value
 
 
 def _whisper_options(settings: Settings) -> dict[str, Any]:
@@ -113,7 +104,7 @@ def _split(name: str) -> tuple[str, str | None]:
 
 
 def get_recognizer(name: str | None = None, settings: Settings | None = None) -> Recognizer:
-    """The process's recognizer called ``name`` (default: ``settings.asr``, whisper-tiny-en).
+    """The process's recognizer called ``name`` (default: ``settings.asr``).
 
     Raises ``ConfigurationError`` for an unknown name or a model folder that is missing or
     is not a faster-whisper model.

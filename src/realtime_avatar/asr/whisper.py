@@ -44,6 +44,7 @@ import numpy as np
 from ..constants import ASR_RATE_HZ
 from ..errors import ConfigurationError, UnsupportedLanguageError
 from ..frames import Transcript
+from ..settings import Settings
 from ..text.language import normalize_language_code
 
 _LOGGER = logging.getLogger(__name__)
@@ -202,9 +203,9 @@ class WhisperRecognizer:
     def __init__(
         self,
         model_dir: Path | None = None,
-        compute_type: str = "int8",
-        cpu_threads: int = 1,
-        beam_size: int = 1,
+        compute_type: str = Settings.model_fields["asr_compute_type"].default,
+        cpu_threads: int = Settings.model_fields["asr_cpu_threads"].default,
+        beam_size: int = Settings.model_fields["asr_beam_size"].default,
         *,
         name: str | None = None,
         detect_languages: Iterable[str] = DEFAULT_DETECT_LANGUAGES,

@@ -18,10 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..settings import Settings
 from .base import DialogueError, Message
 from .prompt import MAX_HISTORY_MESSAGES, ThinkFilter, chat_messages
 
 _LOGGER = logging.getLogger(__name__)
+
+# The constructor's defaults are the ``llm_*`` / ``llama_*`` settings' (from settings.py).
+_DEFAULTS: dict[str, Any] = {
+    name: setting.default
+    for name, setting in Settings.model_fields.items()
+    if name.startswith(("llm_", "llama_"))
+}
 
 INSTALL_HINT = (
     'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON '
@@ -69,13 +77,13 @@ class LlamaCppResponder:
     def __init__(
         self,
         model_path: str | Path,
-        n_ctx: int = 2048,
-        n_threads: int = 1,
+        n_ctx: int = _DEFAULTS["llama_n_ctx"],
+        n_threads: int = _DEFAULTS["llama_n_threads"],
         system_prompt: str = "",
-        max_tokens: int = 160,
-        temperature: float = 0.7,
-        first_token_timeout_s: float = 8.0,
-        timeout_s: float = 30.0,
+        max_tokens: int = _DEFAULTS["llm_max_tokens"],
+        temperature: float = _DEFAULTS["llm_temperature"],
+        first_token_timeout_s: float = _DEFAULTS["llm_first_token_timeout_s"],
+        timeout_s: float = _DEFAULTS["llm_timeout_s"],
         chat_format: str | None = None,
         max_history_messages: int = MAX_HISTORY_MESSAGES,
     ) -> None:

@@ -18,13 +18,19 @@ import openai
 from openai import AsyncOpenAI
 
 from ..errors import ConfigurationError
+from ..settings import Settings
 from .base import DialogueError, Message
 from .prompt import MAX_HISTORY_MESSAGES, ThinkFilter, chat_messages, redact
 
 _LOGGER = logging.getLogger(__name__)
 
-DEFAULT_FIRST_TOKEN_TIMEOUT_S = 8.0
-DEFAULT_TIMEOUT_S = 30.0
+# The constructor's defaults are the ``llm_*`` settings' (from settings.py).
+_DEFAULTS: dict[str, Any] = {
+    name: setting.default
+    for name, setting in Settings.model_fields.items()
+    if name.startswith("llm_")
+}
+
 # Local servers (Ollama, llama.cpp, vLLM) take no key, but the client insists on one.
 _PLACEHOLDER_KEY = "not-needed"
 
@@ -44,10 +50,10 @@ class OpenAIResponder:
         model: str,
         api_key: str | None = None,
         system_prompt: str = "",
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        max_tokens: int = 160,
-        temperature: float = 0.7,
-        first_token_timeout_s: float = DEFAULT_FIRST_TOKEN_TIMEOUT_S,
+        timeout_s: float = _DEFAULTS["llm_timeout_s"],
+        max_tokens: int = _DEFAULTS["llm_max_tokens"],
+        temperature: float = _DEFAULTS["llm_temperature"],
+        first_token_timeout_s: float = _DEFAULTS["llm_first_token_timeout_s"],
         max_history_messages: int = MAX_HISTORY_MESSAGES,
     ) -> None:
         parts = urlsplit(base_url.strip())

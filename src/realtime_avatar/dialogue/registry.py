@@ -1,22 +1,23 @@
 """Which responder writes the avatar's replies: settings names mapped to factories.
 
-Settings read here (``getattr`` with these defaults, so older settings objects work):
+Settings read here (``getattr``, so any object with these attributes works; one that is
+missing or None takes its default from ``settings.py``):
 
-=============================  ============================  ==============================
-setting                        default                       used by
-=============================  ============================  ==============================
-``llm_base_url``               ``https://api.openai.com/v1``  openai
-``llm_model``                  ``gpt-4o-mini``               openai
-``llm_api_key``                None (then ``OPENAI_API_KEY``) openai
-``llm_timeout_s``              30.0                          openai, llama-cpp
-``llm_first_token_timeout_s``  8.0                           openai, llama-cpp
-``llm_max_tokens``             160                           openai, llama-cpp
-``llm_temperature``            0.7                           openai, llama-cpp
-``llama_model_path``           None                          llama-cpp
-``llama_n_ctx``                2048                          llama-cpp
-``llama_n_threads``            1                             llama-cpp
-``llama_chat_format``          None (from the GGUF file)     llama-cpp
-=============================  ============================  ==============================
+=============================  ==============================
+setting                        used by
+=============================  ==============================
+``llm_base_url``               openai
+``llm_model``                  openai
+``llm_api_key``                openai (None: ``OPENAI_API_KEY``)
+``llm_timeout_s``              openai, llama-cpp
+``llm_first_token_timeout_s``  openai, llama-cpp
+``llm_max_tokens``             openai, llama-cpp
+``llm_temperature``            openai, llama-cpp
+``llama_model_path``           llama-cpp
+``llama_n_ctx``                llama-cpp
+``llama_n_threads``            llama-cpp
+``llama_chat_format``          llama-cpp (None: from the GGUF file)
+=============================  ==============================
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
+from ..settings import Settings
 from ..text.language import normalize_language_code
 from .base import Responder
 
 _LOGGER = logging.getLogger(__name__)
 
-DEFAULT_RESPONDER = "persona"
+DEFAULT_RESPONDER: str = Settings.model_fields["dialogue"].default
 
 # What the avatar says when the backend fails or times out, so that the user is never
 # left in silence; the session then goes on listening.
@@ -52,9 +54,10 @@ def fallback_line(language: str) -> str:
     return FALLBACK_LINES.get(normalize_language_code(language or "en"), FALLBACK_LINES["en"])
 
 
-def _setting(settings: Any, name: str, default: Any) -> Any:
-    value = getattr(settings, name, default)
-    return default if value is None else value
+def _setting(settings: Any, name: str) -> Any:
+    """``settings.<name>``; the default declared in ``Settings`` when missing or None."""
+    value = getattr(settings, name, None)
+    return Settings.model_fields[name].default if value is None else value
 
 
 def _secret(value: Any) -> str | None:
@@ -76,7 +79,7 @@ def _make_openai(settings: Any, persona: str, avatar_name: str) -> Responder:
     from .openai_compat import OpenAIResponder
     from .prompt import build_system_prompt
 
-    base_url = str(_setting(settings, "llm_base_url", "https://api.openai.com/v1"))
+    base_url = str(_setting(settings, "llm_base_url"))
     api_key = _secret(getattr(settings, "llm_api_key", None)) or _secret(
         os.environ.get("OPENAI_API_KEY")
     )
@@ -89,13 +92,13 @@ def _make_openai(settings: Any, persona: str, avatar_name: str) -> Responder:
         )
     return OpenAIResponder(
         base_url=base_url,
-        model=str(_setting(settings, "llm_model", "gpt-4o-mini")),
+        model=str(_setting(settings, "llm_model")),
         api_key=api_key,
         system_prompt=build_system_prompt(persona, avatar_name),
-        timeout_s=float(_setting(settings, "llm_timeout_s", 30.0)),
-        max_tokens=int(_setting(settings, "llm_max_tokens", 160)),
-        temperature=float(_setting(settings, "llm_temperature", 0.7)),
-        first_token_timeout_s=float(_setting(settings, "llm_first_token_timeout_s", 8.0)),
+        timeout_s=float(_setting(settings, "llm_timeout_s")),
+        max_tokens=int(_setting(settings, "llm_max_tokens")),
+        temperature=float(_setting(settings, "llm_temperature")),
+        first_token_timeout_s=float(_setting(settings, "llm_first_token_timeout_s")),
     )
 
 
@@ -112,13 +115,13 @@ def _make_llama_cpp(settings: Any, persona: str, avatar_name: str) -> Responder:
     chat_format = getattr(settings, "llama_chat_format", None)
     return LlamaCppResponder(
         model_path=model_path,
-        n_ctx=int(_setting(settings, "llama_n_ctx", 2048)),
-        n_threads=int(_setting(settings, "llama_n_threads", 1)),
+        n_ctx=int(_setting(settings, "llama_n_ctx")),
+        n_threads=int(_setting(settings, "llama_n_threads")),
         system_prompt=build_system_prompt(persona, avatar_name),
-        max_tokens=int(_setting(settings, "llm_max_tokens", 160)),
-        temperature=float(_setting(settings, "llm_temperature", 0.7)),
-        first_token_timeout_s=float(_setting(settings, "llm_first_token_timeout_s", 8.0)),
-        timeout_s=float(_setting(settings, "llm_timeout_s", 30.0)),
+        max_tokens=int(_setting(settings, "llm_max_tokens")),
+        temperature=float(_setting(settings, "llm_temperature")),
+        first_token_timeout_s=float(_setting(settings, "llm_first_token_timeout_s")),
+        timeout_s=float(_setting(settings, "llm_timeout_s")),
         chat_format=str(chat_format) if chat_format else None,
     )
 
