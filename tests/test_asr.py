@@ -104,6 +104,7 @@ def base(asr_settings: Settings, base_dir: Path):  # type: ignore[no-untyped-def
 # -- Whisper tiny.en ------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # Whisper tiny.en on Piper speech
 def test_tiny_en_transcribes_piper_speech(tiny, english: list[np.ndarray]) -> None:  # type: ignore[no-untyped-def]
     assert tiny.languages() == frozenset({"en"})
     errors = 0.0
@@ -115,6 +116,7 @@ def test_tiny_en_transcribes_piper_speech(tiny, english: list[np.ndarray]) -> No
     assert errors / sum(len(_words(t)) for t in ENGLISH) < 0.2
 
 
+@pytest.mark.slow  # Whisper tiny.en on Piper speech
 def test_partials_while_a_long_utterance_is_fed(tiny) -> None:  # type: ignore[no-untyped-def]
     pcm = _padded(_speak_16k(LONG_ENGLISH, "en"))
     utterance = tiny.start(turn_id=1)
@@ -130,6 +132,7 @@ def test_partials_while_a_long_utterance_is_fed(tiny) -> None:  # type: ignore[n
     assert utterance.decode_seconds < 0.8 * len(pcm) / ASR_RATE_HZ
 
 
+@pytest.mark.slow  # Whisper tiny.en on Piper speech
 def test_final_after_partials_matches_a_one_shot_decode(tiny, english) -> None:  # type: ignore[no-untyped-def]
     pcm = _padded(english[1])
     utterance = tiny.start(turn_id=2)
@@ -145,6 +148,7 @@ def test_final_after_partials_matches_a_one_shot_decode(tiny, english) -> None: 
         utterance.feed(pcm[:CHUNK])
 
 
+@pytest.mark.slow  # Whisper tiny.en on Piper speech
 def test_final_without_trailing_silence_decodes_everything(tiny, english) -> None:  # type: ignore[no-untyped-def]
     # Cut right after the last loud 10 ms: Piper's own trailing quiet could let it settle.
     speech = english[2]
@@ -158,6 +162,7 @@ def test_final_without_trailing_silence_decodes_everything(tiny, english) -> Non
     assert _wer(ENGLISH[2], final.text) < 0.2
 
 
+@pytest.mark.slow  # loads Whisper tiny.en
 def test_silence_gives_an_empty_final(tiny) -> None:  # type: ignore[no-untyped-def]
     utterance = tiny.start(turn_id=5)
     partials, final = _stream(utterance, np.zeros(ASR_RATE_HZ, np.float32))
@@ -165,6 +170,7 @@ def test_silence_gives_an_empty_final(tiny) -> None:  # type: ignore[no-untyped-
     assert tiny.start(turn_id=6).finish().text == ""
 
 
+@pytest.mark.slow  # loads Whisper tiny.en
 def test_english_only_model_refuses_other_languages(tiny) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(UnsupportedLanguageError):
         tiny.start(turn_id=0, language="es")
@@ -174,6 +180,7 @@ def test_english_only_model_refuses_other_languages(tiny) -> None:  # type: igno
 # -- multilingual Whisper base ---------------------------------------------------------------
 
 
+@pytest.mark.slow  # joins and hashes Whisper base (~140 MB)
 def test_multilingual_model_is_joined_and_verified(base_dir: Path, asr_settings: Settings) -> None:
     from realtime_avatar.asr.multilingual import ensure_multilingual_model
 
@@ -192,6 +199,7 @@ def test_multilingual_model_is_joined_and_verified(base_dir: Path, asr_settings:
     assert base_dir.joinpath("model.bin").stat().st_mtime_ns == mtime
 
 
+@pytest.mark.slow  # reads and hashes the Whisper base parts
 def test_a_corrupted_join_is_refused(tmp_path: Path) -> None:
     from realtime_avatar.asr.multilingual import installed_parts, join_model_parts
 
@@ -210,6 +218,7 @@ def test_a_corrupted_join_is_refused(tmp_path: Path) -> None:
     assert not [p for p in target.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow  # joins and hashes Whisper base
 def test_a_corrupted_model_on_disk_is_replaced(tmp_path: Path, base_dir: Path) -> None:
     from realtime_avatar.asr.multilingual import ensure_model_dir, installed_parts
 
@@ -226,6 +235,7 @@ def test_a_corrupted_model_on_disk_is_replaced(tmp_path: Path, base_dir: Path) -
     assert digest == WHISPER_BASE_SHA256
 
 
+@pytest.mark.slow  # Whisper base on Piper and espeak speech
 def test_base_recognises_english_spanish_and_mandarin(base, english) -> None:  # type: ignore[no-untyped-def]
     assert base.languages() == frozenset({"en", "es", "zh"})
     # English through the streaming path, with detection.
@@ -238,6 +248,7 @@ def test_base_recognises_english_spanish_and_mandarin(base, english) -> None:  #
     assert mandarin.language == "zh", mandarin
 
 
+@pytest.mark.slow  # Whisper base on espeak speech
 def test_base_follows_a_given_language(base) -> None:  # type: ignore[no-untyped-def]
     _, final = _stream(base.start(turn_id=8, language="es"), _padded(_speak_16k(SPANISH, "es")))
     assert final.language == "es" and final.text
@@ -246,6 +257,7 @@ def test_base_follows_a_given_language(base) -> None:  # type: ignore[no-untyped
 # -- PocketSphinx --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # PocketSphinx on Piper speech
 def test_pocketsphinx_gives_english_words(english) -> None:  # type: ignore[no-untyped-def]
     from realtime_avatar.asr.registry import get_recognizer
 
@@ -278,6 +290,7 @@ def test_user_model_dir_must_exist_and_hold_a_model(tmp_path: Path) -> None:
         get_recognizer("whisper-huge", settings)
 
 
+@pytest.mark.slow  # Whisper tiny.en on Piper speech
 def test_user_model_dir_is_used(tmp_path: Path, english) -> None:  # type: ignore[no-untyped-def]
     from realtime_avatar.asr.registry import get_recognizer
     from realtime_avatar.asr.whisper import default_model_dir
@@ -289,6 +302,7 @@ def test_user_model_dir_is_used(tmp_path: Path, english) -> None:  # type: ignor
     assert _wer(ENGLISH[0], recognizer.transcribe(english[0]).text) < 0.15
 
 
+@pytest.mark.slow  # loads Whisper tiny.en and base
 def test_recognizer_for_language(asr_settings: Settings, base_dir: Path) -> None:
     from realtime_avatar.asr.registry import recognizer_for_language
 
@@ -297,6 +311,7 @@ def test_recognizer_for_language(asr_settings: Settings, base_dir: Path) -> None
         assert recognizer_for_language(language, asr_settings).name == "whisper-base"
 
 
+@pytest.mark.slow  # Whisper tiny.en on Piper speech
 def test_peek_hears_what_finish_will_say(tiny, english) -> None:  # type: ignore[no-untyped-def]
     pcm = _padded(english[0])
     utterance = tiny.start(turn_id=6)
@@ -311,6 +326,7 @@ def test_peek_hears_what_finish_will_say(tiny, english) -> None:  # type: ignore
     assert utterance.decodes == decodes and utterance.final_reused_decode
 
 
+@pytest.mark.slow  # Whisper tiny.en on Piper speech
 def test_feeding_after_a_peek_goes_on(tiny, english) -> None:  # type: ignore[no-untyped-def]
     first, second = english[0], english[1]
     utterance = tiny.start(turn_id=7)

@@ -81,6 +81,7 @@ def _bench_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # runs the avatar CLI in a subprocess
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -452,6 +452,7 @@ def _server_responder(server: LlamaServer, **options: float) -> OpenAIResponder:
     )
 
 
+@pytest.mark.slow  # starts a llama.cpp server
 def test_openai_streams_from_a_real_llama_cpp_server(llama_server: LlamaServer) -> None:  # noqa: F811
     responder = _server_responder(llama_server)
 
@@ -473,6 +474,7 @@ def test_openai_streams_from_a_real_llama_cpp_server(llama_server: LlamaServer) 
     assert first_s < 5.0
 
 
+@pytest.mark.slow  # starts a llama.cpp server
 def test_openai_consumer_can_stop_listening(llama_server: LlamaServer) -> None:  # noqa: F811
     responder = _server_responder(llama_server, max_tokens=500)
 
@@ -487,6 +489,7 @@ def test_openai_consumer_can_stop_listening(llama_server: LlamaServer) -> None: 
     assert "".join(asyncio.run(scenario())).strip()
 
 
+@pytest.mark.slow  # starts a llama.cpp server
 def test_openai_http_error_names_url_and_status(llama_server: LlamaServer) -> None:  # noqa: F811
     # The server answers 404 under a path that is not an OpenAI API root.
     base = llama_server.base_url.removesuffix("/v1") + "/no-such-api"
@@ -497,6 +500,7 @@ def test_openai_http_error_names_url_and_status(llama_server: LlamaServer) -> No
     assert SECRET_KEY not in str(error.value)
 
 
+@pytest.mark.slow  # starts a llama.cpp server
 def test_openai_server_killed_mid_session(tiny_gguf: Path, tmp_path: Path) -> None:  # noqa: F811
     pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] is not installed")
     server = LlamaServer(tiny_gguf, tmp_path / "server.log").start()
@@ -543,6 +547,7 @@ def local_responder(tiny_gguf: Path):  # type: ignore[no-untyped-def]  # noqa: F
     return responder
 
 
+@pytest.mark.slow  # loads a GGUF model in llama.cpp
 def test_llama_cpp_streams_in_process(local_responder) -> None:  # type: ignore[no-untyped-def]
     deltas = _reply(local_responder, "Who are you?")
     assert len(deltas) >= 3
@@ -550,6 +555,7 @@ def test_llama_cpp_streams_in_process(local_responder) -> None:  # type: ignore[
     local_responder.close()
 
 
+@pytest.mark.slow  # loads a GGUF model in llama.cpp
 def test_llama_cpp_stops_when_the_consumer_stops(local_responder) -> None:  # type: ignore[no-untyped-def]
     local_responder.max_tokens = 1500
 
@@ -571,6 +577,7 @@ def test_llama_cpp_stops_when_the_consumer_stops(local_responder) -> None:  # ty
     assert "".join(_reply(local_responder, "Hello?")).strip()
 
 
+@pytest.mark.slow  # loads a GGUF model in llama.cpp
 def test_llama_cpp_cancelled_task_stops_generation(local_responder) -> None:  # type: ignore[no-untyped-def]
     local_responder.max_tokens = 1500
 

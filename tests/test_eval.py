@@ -60,6 +60,7 @@ def locator() -> BlazeFaceLocator:
 # ------------------------------------------------------------------------------ lip sync
 
 
+@pytest.mark.slow  # renders with the default avatar, Piper, mediapipe
 def test_lipsync_finds_a_200_ms_audio_shift_within_one_frame(said, locator) -> None:  # type: ignore[no-untyped-def]
     mouth = MouthMeter(locator).measure(said.frames)
     n = len(said.frames)
@@ -102,6 +103,7 @@ def test_drift_slope_of_windows() -> None:
 # ------------------------------------------------------------------------------ voice
 
 
+@pytest.mark.slow  # resemblyzer, Piper, espeak, the default avatar
 def test_similarity_ranks_same_voice_over_other_voices(default_avatar) -> None:  # type: ignore[no-untyped-def]
     from realtime_avatar.evaluate.speaker import SpeakerJudge
     from realtime_avatar.tts.registry import get_synthesizer
@@ -150,6 +152,7 @@ def test_word_and_character_error_rates_of_known_transcripts() -> None:
         error_rate("?!", "anything", "en")
 
 
+@pytest.mark.slow  # the default avatar, Piper, Whisper tiny.en
 def test_missing_asr_model_is_not_measured_with_its_reason(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -186,6 +189,7 @@ def test_missing_asr_model_is_not_measured_with_its_reason(
 # ------------------------------------------------------------------------------ identity
 
 
+@pytest.mark.slow  # renders with the default avatar, mediapipe
 def test_identity_ranks_rendered_frames_over_a_different_face(
     said, locator, default_avatar
 ) -> None:  # type: ignore[no-untyped-def]

@@ -31,6 +31,9 @@ from realtime_avatar.vad.registry import get_vad
 
 from .live_server import running_server
 
+# Every test starts `avatar serve` (Piper, Whisper, Silero VAD) and talks to it over WebRTC.
+pytestmark = pytest.mark.slow
+
 BARGE_IN_BUDGET_S = 0.3
 
 

@@ -40,6 +40,7 @@ def voice_wav(data_dir: Path) -> Path:
     return data_dir / "avatars" / "default" / "voice.wav"
 
 
+@pytest.mark.slow  # registers the default avatar (mediapipe)
 def test_default_avatar_is_complete(default_avatar) -> None:
     assert default_avatar.face_rgb.shape == (512, 512, 3)
     assert default_avatar.landmarks.shape == (478, 2)
@@ -52,6 +53,7 @@ def test_default_avatar_is_complete(default_avatar) -> None:
     assert 200 < centre[0] < 312 and 150 < centre[1] < 300
 
 
+@pytest.mark.slow  # registers avatars (mediapipe, ffmpeg)
 def test_register_heic_with_persona_and_m4a(
     fresh_data_dir: Path, portrait_png: Path, voice_wav: Path, tmp_path: Path
 ) -> None:
@@ -73,6 +75,7 @@ def test_register_heic_with_persona_and_m4a(
     assert np.array_equal(again.face_rgb, avatar.face_rgb)
 
 
+@pytest.mark.slow  # registers avatars (mediapipe)
 def test_exif_rotation_is_honoured(
     fresh_data_dir: Path, portrait_png: Path, voice_wav: Path, tmp_path: Path
 ) -> None:
@@ -86,6 +89,7 @@ def test_exif_rotation_is_honoured(
     assert abs(eyes_y[0] - eyes_y[1]) < 15
 
 
+@pytest.mark.slow  # registers avatars (mediapipe)
 @pytest.mark.parametrize(
     ("maker", "message"),
     [
@@ -124,6 +128,7 @@ def test_bad_photos_are_refused(
     assert "photo" not in list_avatars()
 
 
+@pytest.mark.slow  # registers the default avatar (mediapipe)
 def test_pixel_limit(
     fresh_data_dir: Path, voice_wav: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -134,6 +139,7 @@ def test_pixel_limit(
         register("big", path, voice_wav)
 
 
+@pytest.mark.slow  # registers avatars (mediapipe)
 @pytest.mark.parametrize(
     ("kind", "message"),
     [
@@ -165,6 +171,7 @@ def test_bad_voices_are_refused(
         register("voice", portrait_png, path)
 
 
+@pytest.mark.slow  # registers avatars (mediapipe)
 def test_failed_replace_keeps_the_saved_avatar(
     fresh_data_dir: Path, portrait_png: Path, voice_wav: Path, tmp_path: Path
 ) -> None:
@@ -186,11 +193,13 @@ def test_names_are_validated(name: str) -> None:
         validate_name(name)
 
 
+@pytest.mark.slow  # registers the default avatar (mediapipe)
 def test_unknown_avatar(fresh_data_dir: Path) -> None:
     with pytest.raises(AvatarNotFoundError, match="avatar register"):
         load_avatar("ghost")
 
 
+@pytest.mark.slow  # registers the default avatar (mediapipe)
 def test_outdated_voice_profile_is_rebuilt(fresh_data_dir: Path) -> None:
     profile = fresh_data_dir / "avatars" / "default" / "voice_profile.npz"
     before = load_avatar("default").voice_profile.median_f0_hz

@@ -17,6 +17,9 @@ from realtime_avatar.pipeline.script import render_script
 
 from .helpers import audio_envelope, best_lag, decode_av, ffprobe, mouth_darkness
 
+# Every test registers the default avatar (mediapipe) and speaks with Piper or espeak-ng.
+pytestmark = pytest.mark.slow
+
 AVATAR = [sys.executable, "-m", "realtime_avatar.cli"]
 
 

