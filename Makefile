@@ -1,4 +1,5 @@
-# The two set-up commands: `make serve` and `make test`. Both install what they need, idempotently.
+# The set-up commands: `make serve`, `make test` (both tiers), `make test-fast` (no models,
+# servers or browser: seconds) and `make lint`. Each installs what it needs, idempotently.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMPS := .stamps
@@ -7,13 +8,20 @@ APT_PACKAGES := ffmpeg espeak-ng chromium
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: serve test lint deps clean
+.PHONY: serve test test-fast lint deps clean
 
 serve: $(STAMPS)/venv
 	$(VENV)/bin/avatar serve
 
+PYTEST := HF_HUB_OFFLINE=1 ORT_DISABLE_TELEMETRY=1 $(VENV)/bin/python -m pytest
+
+# Every test, slow ones included (models, servers, the browser; see pyproject's markers).
 test: $(STAMPS)/dev
-	HF_HUB_OFFLINE=1 ORT_DISABLE_TELEMETRY=1 $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
+
+# The fast tier: what needs no model, server, subprocess or browser.
+test-fast: $(STAMPS)/dev
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMPS)/dev
 	$(VENV)/bin/ruff check src tests bench
@@ -41,7 +49,7 @@ $(STAMPS)/venv: $(STAMPS)/apt pyproject.toml constraints.txt
 # Tests add the evaluation instruments (torch pinned first: a bare requirement pulls a CUDA
 # build), llama.cpp's server (built from source, ~8 min once) and the linters;
 # webrtcvad-wheels replaces webrtcvad, whose import needs pkg_resources.
-$(STAMPS)/dev: $(STAMPS)/venv
+$(STAMPS)/dev: $(STAMPS)/venv pyproject.toml constraints.txt
 	$(VENV)/bin/python -m pip install -q torch==2.13.0
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(VENV)/bin/python -m pip install -q -c constraints.txt -e ".[eval,dev]"
 	$(VENV)/bin/python -m pip install -q --force-reinstall --no-deps webrtcvad-wheels==2.0.14.post1
