@@ -1,4 +1,4 @@
-"""Prometheus metrics: per-stage turn timings, sessions, frames."""
+"""Prometheus metrics: per-stage turn timings, sessions, frames, event-loop lag."""
 
 from __future__ import annotations
 
@@ -19,6 +19,17 @@ SESSIONS_REFUSED = Counter(
 )
 TURNS = Counter("avatar_turns_total", "Conversation turns", ["outcome"], registry=REGISTRY)
 FRAMES = Counter("avatar_frames_sent_total", "Video frames sent to peers", registry=REGISTRY)
+# Fine from 1 to 50 ms: a session's frames are 40 ms apart, so a lag of tens of ms is felt.
+LOOP_LAG_BUCKETS = (
+    0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1.0,
+)  # fmt: skip
+LOOP_LAG_SECONDS = Histogram(
+    "avatar_event_loop_lag_seconds",
+    "How late the event loop runs a timer (sampled every 50 ms); audio, frames and events "
+    "wait that long",
+    buckets=LOOP_LAG_BUCKETS,
+    registry=REGISTRY,
+)
 
 
 def observe_turn(stage_ms: dict[str, float], interrupted: bool, error: bool) -> None:
