@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 
 from realtime_avatar.avatars.registry import load_avatar
-from realtime_avatar.frames import FaceParams
 from realtime_avatar.engine.script import render_script
+from realtime_avatar.frames import FaceParams
 from realtime_avatar.render.mesh2d import Mesh2DRenderer
 
 

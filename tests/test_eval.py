@@ -45,7 +45,7 @@ FRAME_MS = 40.0
 @pytest.fixture(scope="module")
 def said(data_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """A short `avatar say` video of the default avatar, decoded."""
-    from realtime_avatar.pipeline.script import render_script
+    from realtime_avatar.engine.script import render_script
 
     path = tmp_path_factory.mktemp("eval") / "said.mp4"
     render_script("Hello! I am Ava, your digital twin. Ask me anything you like.", path)

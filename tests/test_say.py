@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from realtime_avatar.constants import FPS
-from realtime_avatar.pipeline.script import render_script
+from realtime_avatar.engine.script import render_script
 
 from .helpers import audio_envelope, best_lag, decode_av, ffprobe, mouth_darkness
 

@@ -25,8 +25,8 @@ from typing import Any
 
 from .. import __version__
 from ..avatars.registry import load_avatar
-from ..errors import AvatarError
 from ..engine.script import render_script
+from ..errors import AvatarError
 from ..settings import Settings, get_settings
 from .instruments import RENDER_CLOCK, Instruments
 from .live_scoring import run_live
