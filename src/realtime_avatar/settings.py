@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     port: int = 8000
     token: str | None = None
     max_sessions: int = 2
+    # The call's VP8 video: a rendered face at 512x512 stays sharp at about 1 Mbit/s.
+    video_bitrate_kbps: int = 1200
 
     # Live conversation.
     asr: str = "whisper-tiny-en"  # English default; es/zh/auto use the multilingual base

@@ -191,7 +191,7 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fas
             services.close_session(live.session_id, reason)
             log.info("session %s closed: %s", live.session_id, reason)
 
-        rtc = RtcSession(live.session, closed)
+        rtc = RtcSession(live.session, closed, video_kbps=settings.video_bitrate_kbps)
         rtc_holder["rtc"] = rtc
         sessions.add(rtc)
         metrics.SESSIONS.set(len(sessions))

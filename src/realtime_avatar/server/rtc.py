@@ -36,6 +36,7 @@ from ..events import (
 )
 from ..frames import AVFrame
 from ..rtc_buffers import use_low_latency_buffers
+from .encoders import OpusStream, Vp8Stream, attach_keyframe_requests, negotiated_codec
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +69,18 @@ class _QueueTrack(MediaStreamTrack):
             on_first(frame)
         return frame
 
-    def offer(self, frame: Any) -> None:
-        """Queue a frame; if the consumer lags, drop the oldest so latency never builds up."""
+    def offer(self, frame: Any) -> bool:
+        """Queue a frame; if the consumer lags, drop the oldest so latency never builds up.
+
+        Returns whether one was dropped.
+        """
+        dropped = False
         if self.queue.full():
             with contextlib.suppress(asyncio.QueueEmpty):
                 self.queue.get_nowait()
+                dropped = True
         self.queue.put_nowait(frame)
+        return dropped
 
 
 class RtcSession:
@@ -83,6 +90,8 @@ class RtcSession:
         self,
         session: Conversation,
         on_closed: Callable[[RtcSession, str], None],
+        *,
+        video_kbps: int = 1200,
     ) -> None:
         self.session = session
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -99,6 +108,10 @@ class RtcSession:
         self._channel: Any = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._render_pool = ThreadPoolExecutor(1, thread_name_prefix="render")
+        self._video_kbps = video_kbps
+        # Encoded on the render thread when negotiated; other codecs are left to aiortc.
+        self._vp8: Vp8Stream | None = None
+        self._opus: OpusStream | None = None
         self._closed = False
         self._last_mic = time.monotonic()
         self._pending_events: list[ServerEvent] = []
@@ -133,8 +146,14 @@ class RtcSession:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
         use_low_latency_buffers(pc, audio=True)  # the end of the user's speech waits on it
         pc.addTrack(self.audio)
-        pc.addTrack(self.video)
+        video_sender = pc.addTrack(self.video)
         await pc.setLocalDescription(await pc.createAnswer())
+        answer = pc.localDescription.sdp
+        if negotiated_codec(answer, "video") == "VP8":
+            self._vp8 = Vp8Stream(self.session.renderer.size_px, self._video_kbps)
+            attach_keyframe_requests(video_sender, self._vp8)
+        if negotiated_codec(answer, "audio") == "OPUS":
+            self._opus = OpusStream()
         await self.session.start()
         self._tasks.append(asyncio.ensure_future(self._pump()))
         self._tasks.append(asyncio.ensure_future(self._watchdog()))
@@ -179,6 +198,13 @@ class RtcSession:
             log.exception("mic reader failed")
             await self.close("mic error")
 
+    def _media(self, index: int) -> tuple[AVFrame, list[av.Packet] | None, list[av.Packet] | None]:
+        """On the render thread: the next frame, and its VP8 and Opus packets where we encode."""
+        frame = self.session.next_frame()
+        video = None if self._vp8 is None else self._vp8.encode(frame.rgb, index)
+        audio = None if self._opus is None else self._opus.encode(frame.audio)
+        return frame, video, audio
+
     async def _pump(self) -> None:
         """Produce one paired frame every 40 ms on a steady clock, whatever the turn does."""
         loop = asyncio.get_running_loop()
@@ -189,18 +215,28 @@ class RtcSession:
         try:
             while not self._closed:
                 began = time.monotonic()
-                frame: AVFrame = await loop.run_in_executor(
-                    self._render_pool, self.session.next_frame
+                frame, packets, voice = await loop.run_in_executor(
+                    self._render_pool, self._media, index
                 )
                 render_wait += time.monotonic() - began
-                video = av.VideoFrame.from_ndarray(frame.rgb, format="rgb24")
-                video.pts = index * VIDEO_TICKS_PER_FRAME
-                video.time_base = Fraction(1, VIDEO_CLOCK_HZ)
-                self.video.offer(video)
+                if packets is None:
+                    video = av.VideoFrame.from_ndarray(frame.rgb, format="rgb24")
+                    video.pts = index * VIDEO_TICKS_PER_FRAME
+                    video.time_base = Fraction(1, VIDEO_CLOCK_HZ)
+                    self.video.offer(video)
+                else:
+                    for packet in packets:
+                        if self.video.offer(packet) and self._vp8 is not None:
+                            # A dropped packet breaks the chain of frames that follow it.
+                            self._vp8.request_keyframe()
+                if voice is not None:
+                    for packet in voice:
+                        self.audio.offer(packet)
+                    audio_pts += len(frame.audio)
                 # One 20 ms audio frame per Opus packet: aiortc stamps every packet cut
                 # from one frame with that frame's timestamp, and a receiver then keeps
                 # only one of them (half the voice was lost with 40 ms frames).
-                for half in frame.audio.reshape(2, -1):
+                for half in frame.audio.reshape(2, -1) if voice is None else ():
                     audio = av.AudioFrame.from_ndarray(
                         half.reshape(1, -1), format="s16", layout="mono"
                     )
