@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -27,6 +28,9 @@ from .live import LiveServices
 from .rtc import RtcSession
 
 log = logging.getLogger(__name__)
+
+
+GIL_SWITCH_S = 0.001  # Python's default is 5 ms
 
 
 class Offer(BaseModel):
@@ -101,7 +105,12 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fas
         if warm_up:
             await asyncio.to_thread(services.warm_up)
         lag_monitor = asyncio.ensure_future(_watch_loop_lag())
+        # Render, encode and speech threads hold the GIL for up to the switch interval at a
+        # time; the loop, which moves every packet, waits that long each time it wants it.
+        switch_s = sys.getswitchinterval()
+        sys.setswitchinterval(GIL_SWITCH_S)
         yield
+        sys.setswitchinterval(switch_s)
         lag_monitor.cancel()
         await asyncio.gather(*(s.close("server stopping") for s in list(sessions)))
         services.close()
