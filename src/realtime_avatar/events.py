@@ -12,7 +12,7 @@ Reading one file tells every kind of thing a client can see: add a kind here, to
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -121,17 +121,9 @@ ClientMessage = Annotated[PingMessage, Field(discriminator="type")]
 _SERVER_EVENTS: TypeAdapter[ServerEvent] = TypeAdapter(ServerEvent)
 _CLIENT_MESSAGES: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
 
+SERVER_EVENT_MODELS: tuple[type[_Event], ...] = get_args(get_args(ServerEvent)[0])
 EVENT_TYPES: tuple[str, ...] = tuple(
-    model.model_fields["type"].default
-    for model in (
-        StatusEvent,
-        TranscriptEvent,
-        TurnEvent,
-        InterruptedEvent,
-        ErrorEvent,
-        MediaEvent,
-        PongEvent,
-    )
+    model.model_fields["type"].default for model in SERVER_EVENT_MODELS
 )
 
 
