@@ -34,10 +34,17 @@ def _make_espeak(settings: Settings, reference: ReferenceVoice | None) -> Synthe
     return EspeakSynthesizer()
 
 
+def _make_hibari(settings: Settings, reference: ReferenceVoice | None) -> Synthesizer:
+    from .hibari import HibariSynthesizer
+
+    return HibariSynthesizer()
+
+
 # Add a synthesizer by adding a name here; settings.tts_english / tts_other pick by name.
 SYNTHESIZERS: dict[str, SynthFactory] = {
     "piper": _make_piper,
     "espeak": _make_espeak,
+    "hibari": _make_hibari,
 }
 
 # Which settings a synthesizer's instance depends on (beyond its name).
