@@ -1,0 +1,1 @@
+"""Faces for other voice-agent frameworks (``pipecat``): install the matching extra."""

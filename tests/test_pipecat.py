@@ -1,0 +1,143 @@
+"""The pipecat face (``realtime_avatar.integrations.pipecat.AvatarVideoService``).
+
+Fast tests drive the service alone with pipecat's own test helper (``run_test``) and a
+renderer that reads only audio (``AudioMouthRenderer``: its mouth bar is the frame's
+loudness); they run the service's real 25 fps clock for about a second each. The slow test
+runs a real pipecat pipeline with the SmallWebRTC transport on loopback, the default
+avatar's mesh2d face, and the project's aiortc client on the other end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pipecat", reason="the [pipecat] extra is not installed")
+
+from pipecat.frames.frames import (  # noqa: E402
+    Frame,
+    InterruptionFrame,
+    OutputImageRawFrame,
+    TextFrame,
+    TTSAudioRawFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+    UserStartedSpeakingFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection  # noqa: E402
+from pipecat.tests.utils import SleepFrame, run_test  # noqa: E402
+
+from realtime_avatar.constants import OUTPUT_RATE_HZ, SAMPLES_PER_FRAME  # noqa: E402
+from realtime_avatar.integrations.pipecat import AvatarVideoService, pcm_from_frame  # noqa: E402
+from realtime_avatar.media.audio import float_to_int16, resample  # noqa: E402
+from realtime_avatar.render.base import FaceImage  # noqa: E402
+from realtime_avatar.settings import Settings  # noqa: E402
+
+from .stand_ins import AudioMouthRenderer, bar_height  # noqa: E402
+
+TTS_RATE_HZ = 24_000
+
+
+def tone(seconds: float, rate: int = TTS_RATE_HZ, level: float = 0.5) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (level * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+def tts_frames(pcm: np.ndarray, chunk_s: float = 0.05, rate: int = TTS_RATE_HZ) -> list[Frame]:
+    """``pcm`` as a TTS service streams it: small chunks of int16 bytes."""
+    data = float_to_int16(pcm)
+    step = int(chunk_s * rate)
+    frames: list[Frame] = []
+    for i in range(0, len(data), step):
+        frame = TTSAudioRawFrame(data[i : i + step].tobytes(), rate, 1)
+        frame.context_id = "ctx-1"
+        frames.append(frame)
+    return frames
+
+
+def service() -> AvatarVideoService:
+    face = FaceImage(np.zeros((32, 32, 3), np.uint8), np.zeros((468, 2), np.float32))
+    return AvatarVideoService(renderer=AudioMouthRenderer(face, Settings()))
+
+
+def speech_audio(frames: list[Frame]) -> list[TTSAudioRawFrame]:
+    return [f for f in frames if isinstance(f, TTSAudioRawFrame)]
+
+
+def run(processor: AvatarVideoService, sent: list[Frame], **options: object) -> list[Frame]:
+    """The frames that came out downstream of ``processor`` (pipecat's ``run_test``)."""
+    down, _ = asyncio.run(run_test(processor, frames_to_send=sent, **options))  # type: ignore[arg-type]
+    return list(down)
+
+
+def test_speech_comes_out_as_paired_frames_at_the_output_rate() -> None:
+    pcm = tone(0.3)  # chunks of 50 ms: the service re-cuts them into 40 ms frames
+    sent = [TTSStartedFrame(), TextFrame("hello"), *tts_frames(pcm), TTSStoppedFrame()]
+    down = run(service(), sent)
+
+    audio = speech_audio(down)
+    assert audio, "no speech came out"
+    assert all(f.sample_rate == OUTPUT_RATE_HZ and f.num_frames == SAMPLES_PER_FRAME for f in audio)
+    assert all(f.context_id == "ctx-1" for f in audio)
+    # Exactly the pushed audio, resampled, padded to whole frames: nothing lost or repeated.
+    out = np.concatenate([np.frombuffer(f.audio, np.int16) for f in audio])
+    expected = float_to_int16(resample(pcm, TTS_RATE_HZ, OUTPUT_RATE_HZ))
+    assert len(out) == int(np.ceil(len(expected) / SAMPLES_PER_FRAME)) * SAMPLES_PER_FRAME
+    # (pieces are resampled one by one: their edges may differ by a few LSB)
+    assert np.corrcoef(out[: len(expected)], expected)[0, 1] > 0.999
+    # Each 40 ms of speech comes right after its image, whose mouth is open.
+    for i, frame in enumerate(down):
+        if isinstance(frame, TTSAudioRawFrame):
+            image = down[i - 1]
+            assert isinstance(image, OutputImageRawFrame)
+            rgb = np.frombuffer(image.image, np.uint8).reshape(image.size[1], image.size[0], 3)
+            assert bar_height(rgb) > 0
+
+
+def test_other_frames_pass_through_untouched_and_in_order() -> None:
+    text, started, stopped = TextFrame("hi"), TTSStartedFrame(), TTSStoppedFrame()
+    down = run(service(), [started, text, *tts_frames(tone(0.1)), stopped])
+    passed = [f for f in down if not isinstance(f, (OutputImageRawFrame, TTSAudioRawFrame))]
+    assert passed == [started, text, stopped]
+    assert passed[1] is text  # the same object, not a copy
+
+    upstream = TextFrame("going up")
+    _, up = asyncio.run(
+        run_test(
+            service(), frames_to_send=[upstream], frames_to_send_direction=FrameDirection.UPSTREAM
+        )
+    )
+    assert list(up) == [upstream]
+
+
+def test_idle_face_keeps_coming_when_silent() -> None:
+    down = run(service(), [SleepFrame(sleep=0.4)])
+    images = [f for f in down if isinstance(f, OutputImageRawFrame)]
+    assert len(images) >= 5  # 25 fps over 0.4 s, with no speech at all
+    assert not speech_audio(down)
+
+
+@pytest.mark.parametrize("barge_in", [InterruptionFrame, UserStartedSpeakingFrame])
+def test_interruption_drops_what_is_held(barge_in: type[Frame]) -> None:
+    avatar = service()
+    sent = [*tts_frames(tone(3.0)), SleepFrame(sleep=0.3), barge_in(), SleepFrame(sleep=0.3)]
+    down = run(avatar, sent)
+
+    cut = next(i for i, f in enumerate(down) if isinstance(f, barge_in))
+    before, after = speech_audio(down[:cut]), speech_audio(down[cut:])
+    assert before, "speech had not started before the interruption"
+    assert len(before) < 75  # 3 s of speech was not all sent
+    assert not after, "speech kept coming after the interruption"
+    assert any(isinstance(f, OutputImageRawFrame) for f in down[cut:])  # the idle face goes on
+    assert not avatar.holding
+
+
+def test_stereo_frames_are_mixed_to_mono() -> None:
+    left = np.full(4, 1000, np.int16)
+    right = np.full(4, 3000, np.int16)
+    stereo = np.stack([left, right], axis=1).reshape(-1)
+    pcm = pcm_from_frame(TTSAudioRawFrame(stereo.tobytes(), 16_000, 2))
+    assert pcm.shape == (4,)
+    assert np.allclose(pcm, 2000 / 32768)
