@@ -51,7 +51,8 @@ $(STAMPS)/venv: $(STAMPS)/apt pyproject.toml constraints.txt
 # webrtcvad-wheels replaces webrtcvad, whose import needs pkg_resources.
 $(STAMPS)/dev: $(STAMPS)/venv pyproject.toml constraints.txt
 	$(VENV)/bin/python -m pip install -q torch==2.13.0
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(VENV)/bin/python -m pip install -q -c constraints.txt -e ".[eval,dev]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(VENV)/bin/python -m pip install -q -c constraints.txt -e ".[eval,dev,pipecat]"
+	$(VENV)/bin/python -m pip install -q --no-deps pipecat-ai==1.14.0
 	$(VENV)/bin/python -m pip install -q --force-reinstall --no-deps webrtcvad-wheels==2.0.14.post1
 	@touch $@
 
