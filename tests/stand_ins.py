@@ -207,3 +207,33 @@ def mouth_height(audio: np.ndarray) -> int:
 def bar_height(rgb: np.ndarray) -> int:
     """Read the mouth bar back from a frame of ``AudioMouthRenderer``."""
     return int(np.sum(rgb[:, 0, 0] == 0))
+
+
+class ScriptedDecider:
+    """An end-of-turn decider that releases once the silence reaches ``release_after_ms``
+    (0: at the first ask), and records what it was asked."""
+
+    def __init__(self, release_after_ms: float = 0.0, recheck_ms: float = 100.0) -> None:
+        self.release_after_ms = release_after_ms
+        self.recheck_ms = recheck_ms
+        self.asked: list[tuple[str, float]] = []
+
+    def decide(
+        self, transcript: str, language: str, audio_16k: np.ndarray | None, silence_ms: float
+    ) -> StubDecision:
+        self.asked.append((transcript, silence_ms))
+        release = silence_ms >= self.release_after_ms
+        return StubDecision(release, 0.0 if release else self.recheck_ms, transcript, silence_ms)
+
+
+class StubDecision:
+    def __init__(self, release: bool, wait_ms: float, transcript: str, silence_ms: float) -> None:
+        self.release, self.wait_ms = release, wait_ms
+        self.transcript, self.silence_ms = transcript, silence_ms
+
+    def as_record(self) -> dict[str, object]:
+        return {
+            "release": self.release,
+            "transcript": self.transcript,
+            "silence_ms": self.silence_ms,
+        }

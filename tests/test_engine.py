@@ -34,6 +34,7 @@ from tests.stand_ins import (
     CHUNK,
     AudioMouthRenderer,
     FlatDrawer,
+    ScriptedDecider,
     ScriptedVad,
     StubRecognizer,
     StubResponder,
@@ -55,7 +56,12 @@ def anyio_backend() -> str:
 class Harness:
     """A conversation with stand-in stages, and what it said."""
 
-    def __init__(self, renderer: Renderer | None = None, **kwargs: object) -> None:
+    def __init__(
+        self,
+        renderer: Renderer | None = None,
+        decider: ScriptedDecider | None = None,
+        **kwargs: object,
+    ) -> None:
         self.clock = FakeClock()
         self.vad = ScriptedVad()
         self.recognizer = StubRecognizer()
@@ -81,6 +87,7 @@ class Harness:
                 speech=self.speech,
                 renderer=self.renderer,
                 fallback_lines={"en": "Sorry, I lost my train of thought."},
+                turn_decider=decider,
             ),
             language="en",
             on_event=self._on_event,
@@ -98,6 +105,17 @@ class Harness:
         for _ in range(chunks):
             await self.conv.push_mic(CHUNK)
 
+    async def quiet(self, chunks: int, *vad_events: str) -> None:
+        """Silence, one chunk at a time, each after any end-of-turn decision in flight
+        (as real time would allow: a decision takes far less than 20 ms of audio)."""
+        self.vad.then(*vad_events)
+        for _ in range(chunks):
+            await self.until(lambda: not self.conv._deciding)
+            if self.conv._utterance is None:
+                return
+            await self.conv.push_mic(CHUNK)
+        await self.until(lambda: not self.conv._deciding)
+
     async def say(self, text: str, *, pause: bool = True) -> None:
         """The user says ``text``: speech start, (a pause), the end."""
         self.recognizer.text = text
@@ -106,6 +124,11 @@ class Harness:
             await self.mic("pause", chunks=2)
         self.clock.advance(0.3)
         await self.mic("end")
+
+    @staticmethod
+    def decider_asked(h: Harness) -> list[tuple[str, float]]:
+        decider = h.conv.stages.turn_decider
+        return decider.asked if isinstance(decider, ScriptedDecider) else []
 
     def of(self, kind: type) -> list:  # type: ignore[type-arg]
         return [e for e in self.events if isinstance(e, kind)]
@@ -307,6 +330,86 @@ async def test_many_turns_keep_no_records(h: Harness) -> None:
         await h.play_turn()
     assert h.turns == [1, 2, 3, 4, 5]
     assert h.conv._turns == {}
+
+
+# ---------------------------------------------------------------------------- end of turn
+
+
+async def _decided(decider: ScriptedDecider) -> Harness:
+    h = Harness(decider=decider)
+    await h.conv.start()
+    return h
+
+
+async def test_a_finished_question_is_released_at_the_pause_before_the_vad_end() -> None:
+    h = await _decided(ScriptedDecider(release_after_ms=0))
+    h.recognizer.text = "what is your name"
+    await h.mic("start", chunks=3)
+    await h.mic("pause")  # no VAD end will come: the decision ends the turn
+    await h.until(lambda: bool(h.decider_asked(h)), pull=False)
+    turn = await h.play_turn()
+    assert turn.speculative and h.responder.calls == ["what is your name"]
+    assert turn.end_of_turn is not None
+    assert turn.end_of_turn["release"] and turn.end_of_turn["transcript"] == "what is your name"
+    assert turn.end_of_turn["silence_ms"] == pytest.approx(20.0)  # the chunk after the pause
+    await h.conv.close()
+
+
+async def test_an_unfinished_question_waits_through_the_vad_end_and_hears_the_rest() -> None:
+    decider = ScriptedDecider(release_after_ms=10_000)  # never sure: the user goes on first
+    h = await _decided(decider)
+    h.recognizer.heard_at_pause = "I was wondering if"
+    h.recognizer.text = "I was wondering if you could tell me about your job"
+    await h.mic("start", chunks=3)
+    await h.mic("pause")
+    await h.quiet(10)  # 200 ms of silence: asked again and again, still waiting
+    await h.quiet(20, "end")  # the VAD's own end is not the end of the turn
+    assert len(decider.asked) >= 3
+    assert h.turns == [] and not [e for e in h.of(TranscriptEvent) if e.final]
+    assert all(t == "I was wondering if" for t, _ in decider.asked)
+    silences = [ms for _, ms in decider.asked]
+    assert silences == sorted(silences) and silences[-1] >= 300
+    await h.mic("start", chunks=5)  # the rest of the question: the same utterance goes on
+    assert h.conv.turn_id == 1
+    decider.release_after_ms = 0
+    await h.mic("pause")
+    turn = await h.play_turn()
+    assert turn.turn_id == 1 and not turn.interrupted
+    assert h.responder.calls[-1] == "I was wondering if you could tell me about your job"
+    assert [e.text for e in h.of(TranscriptEvent) if e.final and e.role == "user"] == [
+        "I was wondering if you could tell me about your job"
+    ]
+    await h.conv.close()
+
+
+async def test_the_decider_releases_after_enough_silence() -> None:
+    decider = ScriptedDecider(release_after_ms=400, recheck_ms=100)
+    h = await _decided(decider)
+    h.recognizer.text = "and then"
+    await h.mic("start", chunks=3)
+    await h.mic("pause")
+    await h.quiet(40)  # until the decider releases, 800 ms at most
+    turn = await h.play_turn()
+    assert turn.end_of_turn is not None and turn.end_of_turn["silence_ms"] >= 400
+    assert [round(ms / 100) for _, ms in decider.asked] == [0, 1, 2, 3, 4]
+    await h.conv.close()
+
+
+async def test_speech_right_after_an_early_release_is_heard_as_a_new_turn() -> None:
+    h = await _decided(ScriptedDecider(release_after_ms=0))
+    h.responder.gate = asyncio.Event()  # the answer is not heard yet
+    h.recognizer.text = "my name is Ana"
+    await h.mic("start", chunks=3)
+    await h.mic("pause")
+    await h.until(lambda: h.conv._utterance is None)  # released at the pause
+    h.recognizer.text = "and I live in Lima"
+    await h.mic("resume", chunks=3)  # the VAD never ended its segment: a resume
+    assert h.conv.turn_id == 2
+    await h.mic("pause")
+    h.responder.gate.set()
+    await h.play_turn()
+    assert h.responder.calls[-1] == "my name is Ana and I live in Lima"
+    await h.conv.close()
 
 
 # ---------------------------------------------------------------------------- render seam

@@ -61,6 +61,8 @@ class TurnEvent(_Event):
     first_frame_index: int = -1
     last_frame_index: int = -1
     gap_frames: int = 0  # idle frames between the answer's pieces: the next was not ready
+    # The last end-of-turn decision: its inputs (words so far, prosody, silence) and verdict.
+    end_of_turn: dict[str, Any] | None = None
     asr_final_ms: float | None = None
     first_token_ms: float | None = None
     first_audio_ms: float | None = None

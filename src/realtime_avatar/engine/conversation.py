@@ -59,6 +59,8 @@ ECHO_GUARD_S = 0.15  # ignore the VAD this long after the avatar starts speaking
 PREROLL_S = 0.3  # the VAD starts late on soft onsets ("the..."): give ASR what came before
 HISTORY_TURNS = 8
 MAX_UTTERANCE_S = 30.0  # a user who never pauses is answered at this length
+DECISION_AUDIO_S = 8.0  # the end-of-turn model reads this much of the utterance
+DECISIONS_KEPT = 16  # per turn, in its record
 
 EventSink = Callable[[ServerEvent], None]
 T = TypeVar("T")
@@ -74,6 +76,23 @@ def lower_priority(niceness: int = BACKGROUND_NICENESS) -> None:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
         except OSError:
             log.debug("could not lower a worker thread's priority", exc_info=True)
+
+
+class TurnDecision(Protocol):
+    """What an end-of-turn decider says at a pause (``engine.endpointing.Decision``)."""
+
+    release: bool
+    wait_ms: float
+
+    def as_record(self) -> dict[str, Any]: ...
+
+
+class EndOfTurn(Protocol):
+    """Whether the user's turn is over: from the words so far, the audio, the silence."""
+
+    def decide(
+        self, transcript: str, language: str, audio_16k: np.ndarray | None, silence_ms: float
+    ) -> TurnDecision: ...
 
 
 class SpeechMaker(Protocol):
@@ -96,6 +115,9 @@ class Stages:
     speech: SpeechMaker
     renderer: Renderer
     fallback_lines: dict[str, str] = field(default_factory=dict)
+    # Decides at each pause whether the user is done (engine/endpointing.py); None: the
+    # VAD's end of speech (a fixed silence) ends the turn.
+    turn_decider: EndOfTurn | None = None
 
 
 class Conversation:
@@ -138,6 +160,14 @@ class Conversation:
         self._pending_user_text = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._mic_s = 0.0
+        # End of turn by decision: where the current silence began (stream seconds; None
+        # while the user speaks), when to ask the decider next, whether it is asked now.
+        self._silence_from_s: float | None = None
+        self._next_check_s = 0.0
+        self._deciding = False
+        self._turn_pool = ThreadPoolExecutor(1, thread_name_prefix="turn")
+        self._heard: collections.deque[np.ndarray] = collections.deque()  # last 8 s
+        self._heard_s = 0.0
         self._preroll: collections.deque[np.ndarray] = collections.deque()
         self._preroll_s = 0.0
         self._closed = False
@@ -158,7 +188,7 @@ class Conversation:
         if self._asr_feeder_task:
             self._asr_feeder_task.cancel()
         self.renderer.clear()
-        for pool in (self._mic_pool, self._asr_pool, self._speech_pool):
+        for pool in (self._mic_pool, self._asr_pool, self._speech_pool, self._turn_pool):
             pool.shutdown(wait=False, cancel_futures=True)
         aclose = getattr(self.stages.responder, "aclose", None)
         if aclose is not None:
@@ -204,19 +234,32 @@ class Conversation:
         events = await self._off_loop(self._mic_pool, self.stages.vad.feed, pcm_16k)
         if self._closed:
             return
+        deciding = self.stages.turn_decider is not None
         for event in events:
-            if event.kind == "start":
+            if event.kind == "start" and deciding and self._utterance is not None:
+                self._user_goes_on("speech after a long pause")
+            elif event.kind == "start" or (event.kind == "resume" and self._utterance is None):
+                # A resume with no utterance open: the decider ended the turn at the pause,
+                # and the user went on; it is a new utterance (a barge-in if we answer).
                 self._on_speech_start()
                 if self._utterance is not None and self._preroll:
                     self._feed_utterance(np.concatenate(list(self._preroll)))
             elif event.kind == "pause":
                 self._on_pause()
+                self._silence_from_s = self._next_check_s = event.time_s
             elif event.kind == "resume":
-                self._drop_speculation()
-            elif event.kind == "end":
+                self._user_goes_on("resumed")
+            elif event.kind == "end" and not deciding:
                 self._on_speech_end(event.time_s)
+            elif event.kind == "end" and self._silence_from_s is None:
+                self._silence_from_s = self._next_check_s = event.time_s  # no pause event
         if self._utterance is not None:
             self._feed_utterance(pcm_16k)
+            self._remember(pcm_16k)
+            if deciding and self._silence_from_s is not None and not self._deciding:
+                if self._mic_s >= self._next_check_s:
+                    self._deciding = True
+                    asyncio.ensure_future(self._decide(self._utterance_turn, self._silence_from_s))
             if self._utterance_s >= self.max_utterance_s:
                 # A monologue with no pause: answer what was said so far (bounded memory).
                 log.info(
@@ -228,6 +271,63 @@ class Conversation:
         self._preroll_s += len(pcm_16k) / ASR_RATE_HZ
         while self._preroll and self._preroll_s - len(self._preroll[0]) / ASR_RATE_HZ >= PREROLL_S:
             self._preroll_s -= len(self._preroll.popleft()) / ASR_RATE_HZ
+
+    def _remember(self, pcm_16k: np.ndarray) -> None:
+        """Keep the utterance's last few seconds for the end-of-turn model."""
+        self._heard.append(pcm_16k)
+        self._heard_s += len(pcm_16k) / ASR_RATE_HZ
+        while self._heard and self._heard_s - len(self._heard[0]) / ASR_RATE_HZ >= DECISION_AUDIO_S:
+            self._heard_s -= len(self._heard.popleft()) / ASR_RATE_HZ
+
+    def _user_goes_on(self, why: str) -> None:
+        """Speech again inside an open utterance: the pause was not the end."""
+        if self._silence_from_s is not None:
+            log.debug(
+                "turn %d: %s after %.0f ms of silence",
+                self._utterance_turn,
+                why,
+                (self._mic_s - self._silence_from_s) * 1e3,
+            )
+        self._silence_from_s = None
+        self._drop_speculation()
+
+    async def _decide(self, turn: int, silence_from_s: float) -> None:
+        """Ask the decider whether the user is done; end the turn, or ask again later."""
+        decider = self.stages.turn_decider
+        assert decider is not None
+        try:
+            speculation = self._speculation
+            transcript = ""
+            language = self.language
+            if speculation is not None and speculation.peeked is not None:
+                try:
+                    heard = await asyncio.shield(speculation.peeked)
+                except Exception:  # noqa: BLE001 - no words: decide from the rest
+                    heard = None
+                if heard is not None:
+                    transcript = heard.text
+                    language = heard.language if self.language == "auto" else self.language
+            audio = np.concatenate(list(self._heard)) if self._heard else None
+            silence_ms = (self._mic_s - silence_from_s) * 1000.0
+            decision = await self._off_loop(
+                self._turn_pool, decider.decide, transcript, language, audio, silence_ms
+            )
+        except Exception:  # noqa: BLE001 - a broken decider must not hang the turn
+            log.exception("turn %d: end-of-turn decision failed; ending the turn", turn)
+            decision = None
+        finally:
+            self._deciding = False
+        if self._utterance is None or turn != self._utterance_turn:
+            return  # the turn ended meanwhile (the cap, or the session)
+        if self._silence_from_s != silence_from_s:
+            return  # the user went on meanwhile
+        record = self._turns.get(turn)
+        if record is not None and decision is not None:
+            record.decisions = [*record.decisions[-(DECISIONS_KEPT - 1) :], decision.as_record()]
+        if decision is None or decision.release:
+            self._on_speech_end(silence_from_s)
+        else:
+            self._next_check_s = silence_from_s + (silence_ms + decision.wait_ms) / 1000.0
 
     def _on_speech_start(self) -> None:
         now = self.clock()
@@ -242,6 +342,9 @@ class Conversation:
             self._asr_queue.put_nowait(None)  # an utterance that never ended: let it go
         self._utterance = self.stages.recognizer.start(self.turn_id, self.language)
         self._utterance_s = 0.0
+        self._silence_from_s = None
+        self._heard.clear()
+        self._heard_s = 0.0
         self._utterance_turn = self.turn_id
         self._asr_queue = asyncio.Queue()
         self._asr_feeder_task = asyncio.ensure_future(
@@ -263,9 +366,11 @@ class Conversation:
             record.interrupted = True
             if not record.turn_end:
                 record.turn_end = self.clock()
-            # The user went on talking before hearing anything: keep what they said.
-            if not had_audio and record.user_text:
-                self._pending_user_text = record.user_text
+            # The user went on talking before hearing anything: keep what they said (the
+            # peek's words if the final transcript is not in yet).
+            said = record.user_text or record.heard_text
+            if not had_audio and said:
+                self._pending_user_text = said
             self._finish_turn(record)
         self._emit(InterruptedEvent(turn_id=old))
 
@@ -328,8 +433,11 @@ class Conversation:
         assert self._asr_queue is not None and feeder is not None
         self._asr_queue.put_nowait(None)  # the feeder drains what is queued, then stops
         self._utterance = None
+        self._silence_from_s = None
         self._asr_queue, self._asr_feeder_task = None, None
         speculation, self._speculation = self._speculation, None
+        if speculation is not None and speculation.transcript is not None:
+            record.heard_text = speculation.transcript.text.strip()
         self._reply_task = asyncio.ensure_future(
             self._commit_turn(utterance, turn, feeder, speculation)
         )
@@ -344,7 +452,7 @@ class Conversation:
         log.debug("turn %d: pause, peeking", turn)
         request: asyncio.Future[Transcript] = self._loop.create_future()
         self._asr_queue.put_nowait(request)  # answered once everything heard so far is fed
-        speculation = Speculation(turn)
+        speculation = Speculation(turn, peeked=request)
 
         async def heard() -> Transcript:
             transcript = await request

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..events import TurnEvent
 from ..frames import Transcript
@@ -25,6 +26,7 @@ class TurnRecord:
     first_frame: float = 0.0
     turn_end: float = 0.0
     user_text: str = ""
+    heard_text: str = ""  # what the pause's peek heard, until the final transcript is in
     reply_text: str = ""
     language: str = ""
     interrupted: bool = False
@@ -34,6 +36,7 @@ class TurnRecord:
     frames_played: int = 0  # answer frames; fewer than last - first + 1 means gaps
     speculative: bool = False  # the reply was prepared during the pause, before the end
     utterance_capped: bool = False  # the user spoke past the utterance cap: cut there
+    decisions: list[dict[str, Any]] = field(default_factory=list)  # end-of-turn, in order
 
     def stage_ms(self) -> dict[str, float]:
         """Each stage's mark in ms after the end of the user's speech."""
@@ -64,6 +67,7 @@ class TurnRecord:
                 "first_frame_index": self.first_frame_index,
                 "last_frame_index": self.last_frame_index,
                 "gap_frames": self.gap_frames,
+                "end_of_turn": self.decisions[-1] if self.decisions else None,
                 **self.stage_ms(),
             }
         )
@@ -83,6 +87,7 @@ class Speculation:
     """A reply started at a pause: its speech and events wait for ``release``."""
 
     turn: int
+    peeked: asyncio.Future[Transcript] | None = None  # the peek's answer, when it comes
     transcript: Transcript | None = None  # what the peek heard (set when it returns)
     task: asyncio.Task[None] | None = None
     dropped: bool = False  # read by worker threads: work queued for it is skipped
