@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS turns (
     first_audio_ms REAL,
     first_frame_ms REAL,
     turn_end_ms REAL,
+    end_of_turn TEXT,
     PRIMARY KEY (session_id, turn_id)
 );
 CREATE TABLE IF NOT EXISTS jobs (
@@ -62,6 +63,13 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the columns later versions added to a store an earlier one made."""
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(turns)")}
+        if "end_of_turn" not in columns:
+            self._db.execute("ALTER TABLE turns ADD COLUMN end_of_turn TEXT")
 
     def close(self) -> None:
         """Close the connection."""
@@ -94,7 +102,8 @@ class Store:
         self._exec(
             """INSERT OR REPLACE INTO turns (session_id, turn_id, created_unix, language,
                user_text, reply_text, interrupted, error, asr_final_ms, first_token_ms,
-               first_audio_ms, first_frame_ms, turn_end_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+               first_audio_ms, first_frame_ms, turn_end_ms, end_of_turn)
+               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
             (
                 session_id,
                 turn["turn_id"],
@@ -109,13 +118,17 @@ class Store:
                 turn.get("first_audio_ms"),
                 turn.get("first_frame_ms"),
                 turn.get("turn_end_ms"),
+                json.dumps(turn["end_of_turn"]) if turn.get("end_of_turn") else None,
             ),
         )
 
     def turns(self, session_id: str) -> list[dict[str, Any]]:
         """Every recorded turn of a session, in order."""
         rows = self._exec("SELECT * FROM turns WHERE session_id=? ORDER BY turn_id", (session_id,))
-        return [dict(r) for r in rows]
+        turns = [dict(r) for r in rows]
+        for turn in turns:  # the end-of-turn decisions, in order, as they were recorded
+            turn["end_of_turn"] = json.loads(turn["end_of_turn"]) if turn["end_of_turn"] else []
+        return turns
 
     def sessions(self, limit: int = 50) -> list[dict[str, Any]]:
         """The most recent sessions."""
