@@ -50,6 +50,19 @@ class Settings(BaseSettings):
     max_sessions: int = 2
     # The call's VP8 video: a rendered face at 512x512 stays sharp at about 1 Mbit/s.
     video_bitrate_kbps: int = 1200
+    # Host names the server answers to besides loopback names and IP literals, comma
+    # separated: a foreign Host header is how DNS rebinding reaches a loopback server.
+    allowed_hosts: str = ""
+    # Origins allowed to call the API from another site, comma separated; none: CORS off.
+    cors_origins: str = ""
+    max_json_bytes: int = 256 * 1024  # a JSON request body (an SDP offer is ~5 KB)
+    # A call whose ICE/DTLS is not connected by then is closed and its slot freed.
+    session_connect_timeout_s: float = 10.0
+    # A connected peer that sends no microphone packets for this long has vanished.
+    peer_silent_timeout_s: float = 5.0
+    # WebRTC offers per client address: a burst, then this many a minute (429 past it).
+    offer_burst: int = 5
+    offers_per_minute: float = 12.0
 
     # Live conversation.
     asr: str = "whisper-tiny-en"  # English default; es/zh/auto use the multilingual base
