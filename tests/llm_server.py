@@ -13,14 +13,16 @@ tokens point against it, so the model never stops early or emits broken UTF-8.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -223,3 +225,70 @@ def llama_server(
     )
     with running_server(tiny_gguf, tmp_path_factory.mktemp("llm-log") / "server.log") as server:
         yield server
+
+
+# ---------------------------------------------------------------- a misbehaving endpoint
+# llama.cpp always speaks the protocol well; these modes are what a broken proxy, a server
+# of another protocol or a backend failing mid-reply put on the wire instead.
+BAD_STREAM_MODES = ("garbage", "error", "html", "wrong-shape")
+
+
+def chunk_json(content: str) -> str:
+    """One ``chat.completion.chunk`` as an OpenAI-compatible server streams it."""
+    delta = {"index": 0, "delta": {"content": content}, "finish_reason": None}
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+    return json.dumps({**chunk, "choices": [delta]})
+
+
+def _bad_stream(mode: str) -> tuple[str, bytes]:
+    """The content type and body of a streamed reply that starts well and goes wrong."""
+    first = f"data: {chunk_json('Hello')}\n\n"
+    if mode == "garbage":  # half a JSON object, then bytes that are no JSON at all
+        return "text/event-stream", (
+            first + 'data: {"id": "c", "choi\n\ndata: \x00\xff}{\n\n'
+        ).encode("utf-8", "surrogateescape")
+    if mode == "error":  # the backend reports a failure in the stream, as OpenAI does
+        error = {"error": {"message": "upstream model crashed", "type": "server_error"}}
+        return "text/event-stream", (first + f"data: {json.dumps(error)}\n\n").encode()
+    if mode == "html":  # a captive portal or proxy page served with status 200
+        return "text/html", b"<html><body>Please sign in to the network</body></html>"
+    if mode == "wrong-shape":  # valid JSON of another shape
+        return "text/event-stream", (first + 'data: [1, 2, 3]\n\ndata: "text"\n\n').encode()
+    raise ValueError(f"unknown mode {mode!r}; one of {BAD_STREAM_MODES}")
+
+
+@contextlib.asynccontextmanager
+async def bad_stream_server(mode: str) -> AsyncIterator[str]:
+    """An HTTP server on 127.0.0.1 whose streamed chat replies break in ``mode``; the base URL."""
+    content_type, body = _bad_stream(mode)
+    head = (
+        f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        with contextlib.suppress(Exception):
+            headers = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                (
+                    int(line.split(b":", 1)[1])
+                    for line in headers.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                0,
+            )
+            await reader.readexactly(length)
+            writer.write(head + body)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    finally:
+        for writer in writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()

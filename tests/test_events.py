@@ -139,7 +139,9 @@ def _served_schema(tmp_path: Path) -> dict[str, Any]:
     from realtime_avatar.settings import Settings
 
     app = create_app(Settings(data_dir=tmp_path), warm_up=False)
-    res = TestClient(app).get("/api/v1/events.schema.json")  # no lifespan: nothing loads
+    res = TestClient(app, base_url="http://127.0.0.1").get(  # no lifespan: nothing loads
+        "/api/v1/events.schema.json"
+    )
     assert res.status_code == 200, res.text
     assert res.headers["content-type"].startswith("application/json")
     return dict(res.json())

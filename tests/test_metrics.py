@@ -34,7 +34,8 @@ def test_loop_lag_histogram_is_served_without_loading_models(tmp_path: Path) -> 
 
     loaded = set(sys.modules)
     app = create_app(Settings(data_dir=tmp_path), warm_up=False)
-    with TestClient(app) as client:  # the lifespan runs: the lag monitor starts
+    # A loopback Host: the app refuses names it does not serve (DNS rebinding).
+    with TestClient(app, base_url="http://127.0.0.1") as client:  # the lifespan runs
         first = histogram_buckets(client.get("/metrics").text, LOOP_LAG_METRIC)
         assert sorted(first) == [*LOOP_LAG_BUCKETS, math.inf]
         deadline = time.monotonic() + 5.0

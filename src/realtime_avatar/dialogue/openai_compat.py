@@ -2,8 +2,9 @@
 
 The reply streams token by token through the ``openai`` package's ``AsyncOpenAI``. Every
 failure (no connection, an HTTP error, a first token that does not come in time, a reply
-that runs too long, a connection that breaks mid-reply) becomes a ``DialogueError`` that
-names the URL and the status, never the API key, so the session can say its fallback line.
+that runs too long, a connection that breaks mid-reply, a stream that is not JSON or that
+carries an error event) becomes a ``DialogueError`` that names the URL and the status,
+never the API key, so the session can say its fallback line.
 """
 
 from __future__ import annotations
@@ -176,12 +177,27 @@ class OpenAIResponder:
             except openai.APITimeoutError as error:
                 raise DialogueError(f"Timed out talking to {self._where}.") from error
             except (openai.APIError, OSError) as error:
+                if isinstance(error, openai.APIError) and not isinstance(
+                    error, openai.APIConnectionError
+                ):
+                    # An error event inside a stream that had begun: the backend failed.
+                    raise DialogueError(
+                        f"{self._where} (model {self.model}) reported an error mid-reply: "
+                        f"{self._detail(error)}"
+                    ) from error
                 # openai wraps transport errors (refused, reset, a stream cut short) in
                 # APIConnectionError; the underlying cause says which.
                 cause = error.__cause__ or error
                 what = "Cannot reach" if stream is None else "The connection broke mid-reply to"
                 raise DialogueError(
                     f"{what} {self._where}: {type(cause).__name__}: {self._detail(cause)}"
+                ) from error
+            except (ValueError, TypeError, KeyError, AttributeError, IndexError) as error:
+                # Not an OpenAI chat stream: JSON that does not parse, events of another
+                # shape (a proxy's HTML, a half-written line, a server of another protocol).
+                raise DialogueError(
+                    f"{self._where} (model {self.model}) sent a reply that is not an OpenAI "
+                    f"chat stream ({type(error).__name__}); check AVATAR_LLM_BASE_URL"
                 ) from error
             if not spoken:
                 raise DialogueError(f"{self._where} (model {self.model}) returned an empty reply.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,17 +14,21 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..avatars.registry import list_avatars, load_avatar, validate_name
-from ..errors import AvatarError
+from ..errors import AvatarError, ConfigurationError
 from ..events import ServerEvent, events_schema
 from ..settings import Settings, get_settings
 from . import metrics
+from .guard import Guard, RateLimiter, is_loopback, retry_after, split_list
 from .live import LiveServices
 from .rtc import RtcSession
 
@@ -63,6 +68,45 @@ class AuthError(AvatarError):
     status_code = 401
 
 
+class TooManyOffersError(AvatarError):
+    """A client opening calls faster than its rate allows."""
+
+    status_code = 429
+
+    def __init__(self, message: str, wait_s: float) -> None:
+        super().__init__(message)
+        self.wait_s = wait_s
+
+
+class _RedactTokens(logging.Filter):
+    """Masks ``token=...`` in log records (an old page link may still carry it)."""
+
+    pattern = re.compile(r"(token=)[^&\s\"']+", re.IGNORECASE)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self.pattern.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args
+            )
+        record.msg = self.pattern.sub(r"\1***", str(record.msg))
+        return True
+
+
+def _redact_access_log() -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _RedactTokens) for f in access.filters):
+        access.addFilter(_RedactTokens())
+
+
+def _short_validation_error(exc: RequestValidationError) -> str:
+    """What was wrong with a request, without echoing what was sent."""
+    parts = []
+    for error in exc.errors()[:3]:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where[:60]}: {str(error.get('msg', 'invalid'))[:120]}")
+    return "invalid request: " + "; ".join(parts)
+
+
 async def _watch_loop_lag(every_s: float = 0.05, report_s: float = 10.0) -> None:
     """How late the event loop runs a timer: frames, mic audio and events wait that long.
 
@@ -97,8 +141,18 @@ async def _watch_loop_lag(every_s: float = 0.05, report_s: float = 10.0) -> None
 def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> FastAPI:
     """Build the app; ``warm_up`` loads the speech models before the first visitor."""
     settings = settings or get_settings()
+    if not settings.token and not is_loopback(settings.host):
+        raise ConfigurationError(
+            f"binding to {settings.host} exposes the avatar to the network; "
+            "set AVATAR_TOKEN to a secret first"
+        )
     services = LiveServices(settings)
     sessions: set[RtcSession] = set()
+    # Slots taken by offers still being answered: taken before the first await, so the
+    # limit holds however many offers arrive at once.
+    reserved = 0
+    offer_rate = RateLimiter(settings.offer_burst, settings.offers_per_minute)
+    _redact_access_log()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -118,16 +172,43 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fas
     app = FastAPI(title="realtime-avatar", version=__version__, lifespan=lifespan)
     app.state.services = services
     app.state.sessions = sessions
+    cors_origins = split_list(settings.cors_origins)
+    if cors_origins:  # closed unless configured
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(Guard, settings=settings)  # outermost: before CORS and every route
 
     @app.exception_handler(AvatarError)
     async def avatar_error(_request: Request, exc: AvatarError) -> JSONResponse:
-        return JSONResponse({"error": exc.message}, status_code=exc.status_code)
+        headers = (
+            {"Retry-After": retry_after(exc.wait_s)}
+            if isinstance(exc, TooManyOffersError)
+            else None
+        )
+        return JSONResponse({"error": exc.message}, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": _short_validation_error(exc)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    def has_token(request: Request) -> bool:
+        if not settings.token:
+            return True
+        given = request.headers.get("authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {settings.token}".encode())
 
     def require_token(request: Request) -> None:
-        if not settings.token:
-            return
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {settings.token}".encode()):
+        if not has_token(request):
             raise AuthError(
                 "missing or wrong bearer token; send 'Authorization: Bearer <AVATAR_TOKEN>'"
             )
@@ -162,27 +243,53 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fas
         return events_schema()
 
     @app.get("/api/v1/options")
-    async def options() -> dict[str, Any]:
-        return services.options()
+    async def options(request: Request) -> dict[str, Any]:
+        """What the page may choose from; avatar names only with the token, when one is set."""
+        choices = await asyncio.to_thread(services.options)
+        choices["token_required"] = bool(settings.token)
+        choices["token_ok"] = has_token(request)
+        if not choices["token_ok"]:
+            choices["avatars"] = []
+        return choices
 
     @app.get("/api/v1/sessions/{session_id}/turns", dependencies=[Depends(require_token)])
     async def session_turns(session_id: str) -> dict[str, Any]:
         return {"turns": await asyncio.to_thread(services.store.turns, session_id)}
 
     @app.post("/api/v1/rtc/offer", response_model=Answer, dependencies=[Depends(require_token)])
-    async def rtc_offer(offer: Offer) -> Answer:
+    async def rtc_offer(offer: Offer, request: Request) -> Answer:
+        nonlocal reserved
         if offer.type != "offer":
             raise AvatarError(f"expected an SDP offer, got type {offer.type!r}")
         if not offer.sdp.lstrip().startswith("v=0") or "m=" not in offer.sdp:
             raise AvatarError(
                 "the offer's sdp is not a session description (it must start with v=0)"
             )
-        if len(sessions) >= settings.max_sessions:
+        if "m=audio" not in offer.sdp:
+            raise AvatarError(
+                "the offer has no audio: the avatar listens to a microphone; add an audio "
+                "track (or transceiver) to the peer connection"
+            )
+        # Check and take the slot with no await in between: the limit holds under a flood.
+        if len(sessions) + reserved >= settings.max_sessions:
             metrics.SESSIONS_REFUSED.inc()
             raise BusyError(
-                f"busy: {len(sessions)} conversation(s) already running (the limit is "
-                f"{settings.max_sessions}); try again in a moment"
+                f"busy: {len(sessions) + reserved} conversation(s) already running (the limit "
+                f"is {settings.max_sessions}); try again in a moment"
             )
+        client = request.client.host if request.client else "unknown"
+        wait_s = offer_rate.take(client)
+        if wait_s > 0:
+            raise TooManyOffersError(
+                f"too many calls opened from {client}; wait {retry_after(wait_s)} s", wait_s
+            )
+        reserved += 1
+        try:
+            return await _open_call(offer)
+        finally:
+            reserved -= 1
+
+    async def _open_call(offer: Offer) -> Answer:
         rtc_holder: dict[str, RtcSession] = {}
 
         def emit(event: ServerEvent) -> None:
@@ -200,7 +307,13 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fas
             services.close_session(live.session_id, reason)
             log.info("session %s closed: %s", live.session_id, reason)
 
-        rtc = RtcSession(live.session, closed, video_kbps=settings.video_bitrate_kbps)
+        rtc = RtcSession(
+            live.session,
+            closed,
+            video_kbps=settings.video_bitrate_kbps,
+            connect_timeout_s=settings.session_connect_timeout_s,
+            silent_timeout_s=settings.peer_silent_timeout_s,
+        )
         rtc_holder["rtc"] = rtc
         sessions.add(rtc)
         metrics.SESSIONS.set(len(sessions))

@@ -41,7 +41,7 @@ from .encoders import OpusStream, Vp8Stream, attach_keyframe_requests, negotiate
 log = logging.getLogger(__name__)
 
 QUEUE_FRAMES = 3  # frames buffered toward the encoder: enough to absorb jitter, no more
-MIC_SILENCE_TIMEOUT_S = 60.0
+WATCHDOG_EVERY_S = 1.0
 
 rtc_loopback.enable()
 
@@ -92,8 +92,14 @@ class RtcSession:
         on_closed: Callable[[RtcSession, str], None],
         *,
         video_kbps: int = 1200,
+        connect_timeout_s: float = 10.0,
+        silent_timeout_s: float = 5.0,
     ) -> None:
         self.session = session
+        # A browser sends mic packets all the time (silence too, even muted): a call that
+        # never connects, or stops sending, holds a slot of a few for nobody.
+        self.connect_timeout_s = connect_timeout_s
+        self.silent_timeout_s = silent_timeout_s
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         # Receivers count RTP time from the first frame they get; telling the client which
         # frame that was lets it name every frame by the session's frame index.
@@ -113,7 +119,8 @@ class RtcSession:
         self._vp8: Vp8Stream | None = None
         self._opus: OpusStream | None = None
         self._closed = False
-        self._last_mic = time.monotonic()
+        self._created = time.monotonic()
+        self._last_mic: float | None = None  # set when the peer connects, then by each packet
         self._pending_events: list[ServerEvent] = []
         self.frames_sent = 0
 
@@ -140,6 +147,8 @@ class RtcSession:
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
+            if pc.connectionState == "connected" and self._last_mic is None:
+                self._last_mic = time.monotonic()
             if pc.connectionState in ("failed", "closed", "disconnected"):
                 await self.close(f"peer {pc.connectionState}")
 
@@ -269,10 +278,16 @@ class RtcSession:
             await self.close("render error")
 
     async def _watchdog(self) -> None:
+        """Close a call that never connects, or whose peer stops sending (gone, not quiet)."""
         while not self._closed:
-            await asyncio.sleep(2.0)
-            if time.monotonic() - self._last_mic > MIC_SILENCE_TIMEOUT_S:
-                await self.close("mic silent")
+            await asyncio.sleep(WATCHDOG_EVERY_S)
+            now = time.monotonic()
+            if self._last_mic is None:
+                if now - self._created > self.connect_timeout_s:
+                    await self.close(f"not connected within {self.connect_timeout_s:g} s")
+                    return
+            elif now - self._last_mic > self.silent_timeout_s:
+                await self.close(f"no packets from the peer for {self.silent_timeout_s:g} s")
                 return
 
     # ------------------------------------------------------------------ teardown

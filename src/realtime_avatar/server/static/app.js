@@ -10,7 +10,9 @@ const micButton = $("mic");
 const transcript = $("transcript");
 const errorBox = $("error");
 const CONNECT_TIMEOUT_MS = 20000;
-const token = new URLSearchParams(location.search).get("token");
+const TOKEN_KEY = "avatar-token";
+let token = takeToken();
+let posterUrl = null;  // the blob URL of the avatar's image, fetched with the token
 
 let pc = null;
 let micStream = null;
@@ -19,6 +21,31 @@ let connected = false;
 let userBubble = null;   // the user's bubble being spoken (partial text)
 let avatarBubbles = {};  // turn_id -> the avatar's bubble
 let connectTimer = null;
+
+// The token comes in the URL's fragment (#token=...), which the browser never sends to the
+// server, so it stays out of access logs; it then lives in this tab's sessionStorage only.
+// A link with ?token= still works, and the address bar loses it at once.
+function takeToken() {
+  const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
+  const query = new URLSearchParams(location.search);
+  const fromQuery = query.get("token");
+  const found = fromHash || fromQuery;
+  if (found) {
+    sessionStorage.setItem(TOKEN_KEY, found);
+    query.delete("token");
+    const search = query.toString();
+    history.replaceState(null, "", location.pathname + (search ? `?${search}` : ""));
+  }
+  return found || sessionStorage.getItem(TOKEN_KEY);
+}
+
+function askForToken() {
+  const given = window.prompt("This avatar server needs its token (AVATAR_TOKEN):");
+  if (!given) return false;
+  token = given.trim();
+  sessionStorage.setItem(TOKEN_KEY, token);
+  return true;
+}
 
 function headers(extra = {}) {
   return token ? { ...extra, Authorization: `Bearer ${token}` } : extra;
@@ -97,8 +124,14 @@ function onEvent(event) {
 
 async function loadOptions() {
   try {
-    const res = await fetch("/api/v1/options", { headers: headers() });
-    const opts = await res.json();
+    let res = await fetch("/api/v1/options", { headers: headers() });
+    let opts = await res.json();
+    if (opts.token_required && !opts.token_ok) {
+      if (!askForToken()) { showError("This server needs its token: open the page as /#token=<AVATAR_TOKEN>."); return; }
+      res = await fetch("/api/v1/options", { headers: headers() });
+      opts = await res.json();
+      if (!opts.token_ok) { sessionStorage.removeItem(TOKEN_KEY); showError("Wrong token. Reload the page to try again."); return; }
+    }
     const avatarSel = $("avatar");
     avatarSel.innerHTML = "";
     for (const name of opts.avatars.length ? opts.avatars : ["default"]) avatarSel.add(new Option(name, name));
@@ -113,8 +146,19 @@ async function loadOptions() {
   }
 }
 
-function setPoster() {
-  video.poster = `/api/v1/avatars/${encodeURIComponent($("avatar").value || "default")}/image`;
+// Fetched with the token header (a poster attribute cannot send one), shown as a blob URL.
+async function setPoster() {
+  const name = encodeURIComponent($("avatar").value || "default");
+  try {
+    const res = await fetch(`/api/v1/avatars/${name}/image`, { headers: headers() });
+    if (!res.ok) return;
+    const url = URL.createObjectURL(await res.blob());
+    if (posterUrl) URL.revokeObjectURL(posterUrl);
+    posterUrl = url;
+    video.poster = url;
+  } catch (err) {
+    console.warn("no poster image", err);
+  }
 }
 
 function waitForIce(peer) {
