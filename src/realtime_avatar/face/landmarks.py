@@ -115,11 +115,15 @@ class FaceBox:
         return self.width * self.height
 
 
-def detect_faces(rgb: np.ndarray) -> list[FaceBox]:
-    """All faces the detector sees, largest first."""
+DETECT_SIDE_PX = 1280  # the detector's input is downscaled to this (it sees 192 px anyway)
+TILE_OVERLAP = 0.25  # a face on a tile border is whole in the next tile
+FACES_PER_TILE = 5  # the finest tiles are this many smallest usable faces across
+
+
+def _detect_in(rgb: np.ndarray, left: int, top: int) -> list[FaceBox]:
+    """Faces in one region of the photo, in the photo's pixels, via a copy of bounded size."""
     h, w = rgb.shape[:2]
-    # The full-range detector works on a downscaled copy; big photos only cost time.
-    scale = min(1.0, 1280 / max(h, w))
+    scale = min(1.0, DETECT_SIDE_PX / max(h, w))
     small = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
     with _lock:
         result = _detector().process(np.ascontiguousarray(small))
@@ -127,8 +131,65 @@ def detect_faces(rgb: np.ndarray) -> list[FaceBox]:
     for det in result.detections or []:
         rb = det.location_data.relative_bounding_box
         boxes.append(
-            FaceBox(rb.xmin * w, rb.ymin * h, rb.width * w, rb.height * h, float(det.score[0]))
+            FaceBox(
+                left + rb.xmin * w,
+                top + rb.ymin * h,
+                rb.width * w,
+                rb.height * h,
+                float(det.score[0]),
+            )
         )
+    return boxes
+
+
+def _tile_starts(length: int, tile: int) -> list[int]:
+    """Start offsets of overlapping tiles covering ``length`` pixels."""
+    if tile >= length:
+        return [0]
+    stride = max(1, int(tile * (1 - TILE_OVERLAP)))
+    starts = list(range(0, length - tile, stride))
+    return [*starts, length - tile]
+
+
+def _overlap(a: FaceBox, b: FaceBox) -> float:
+    """Intersection over the smaller box: the same face seen in two tiles is near 1."""
+    width = min(a.x + a.width, b.x + b.width) - max(a.x, b.x)
+    height = min(a.y + a.height, b.y + b.height) - max(a.y, b.y)
+    if width <= 0 or height <= 0:
+        return 0.0
+    return width * height / max(min(a.area, b.area), 1e-6)
+
+
+def _merge(boxes: list[FaceBox]) -> list[FaceBox]:
+    """One box per face: the most confident of boxes that overlap, largest first."""
+    kept: list[FaceBox] = []
+    for box in sorted(boxes, key=lambda b: b.score, reverse=True):
+        if all(_overlap(box, other) < 0.5 for other in kept):
+            kept.append(box)
+    return sorted(kept, key=lambda b: b.area, reverse=True)
+
+
+def detect_faces(rgb: np.ndarray, min_face_px: int = 120) -> list[FaceBox]:
+    """All faces the detector sees, largest first.
+
+    The whole photo is looked at first on a downscaled copy; a big photo where that finds
+    no confident face is searched again in overlapping tiles, each level half the size of
+    the last, down to tiles a few smallest usable faces across, so a small face in a huge
+    photo is found. Each tile is downscaled on its own: memory stays bounded.
+    """
+    h, w = rgb.shape[:2]
+    boxes = _detect_in(rgb, 0, 0)
+    tile = max(h, w)
+    finest = max(FACES_PER_TILE * min_face_px, 256)
+    while not any(b.score >= MIN_DETECTION_SCORE for b in boxes) and tile // 2 >= finest:
+        tile //= 2
+        found = [
+            box
+            for top in _tile_starts(h, tile)
+            for left in _tile_starts(w, tile)
+            for box in _detect_in(rgb[top : top + tile, left : left + tile], left, top)
+        ]
+        boxes = _merge(found)
     return sorted(boxes, key=lambda b: b.area, reverse=True)
 
 
@@ -145,7 +206,7 @@ def face_mesh(rgb: np.ndarray) -> np.ndarray | None:
 
 def choose_face(rgb: np.ndarray, min_face_px: int) -> FaceBox:
     """The one usable face in a photo, or an error that says what is wrong with it."""
-    faces = [f for f in detect_faces(rgb) if f.score >= 0.3]
+    faces = [f for f in detect_faces(rgb, min_face_px) if f.score >= 0.3]
     confident = [f for f in faces if f.score >= MIN_DETECTION_SCORE]
     if not confident:
         raise InvalidImageError(

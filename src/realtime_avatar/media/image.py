@@ -1,4 +1,5 @@
-"""Image loading by content (JPEG, PNG, WebP, HEIC), EXIF rotation, size limits."""
+"""Image loading by content (JPEG, PNG, WebP, HEIC, AVIF, GIF…), EXIF rotation, size limits,
+high bit depth and transparency."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..errors import InvalidImageError
 
 _HEIF_REGISTERED = False
-SUPPORTED = "JPEG, PNG, WebP or HEIC"
+SUPPORTED = "JPEG, PNG, WebP, HEIC or AVIF"
+BACKDROP_RGB = (128, 128, 128)  # behind a transparent background: neutral, not black
 
 
 def _register_heif() -> None:
@@ -44,7 +46,7 @@ def load_rgb(path: Path, max_pixels: int) -> np.ndarray:
                 kind = img.format or "unknown"
                 img.load()
                 upright = ImageOps.exif_transpose(img)
-                rgb = upright.convert("RGB")
+                rgb = _to_rgb(upright)
     except InvalidImageError:
         raise
     except UnidentifiedImageError:
@@ -62,3 +64,26 @@ def load_rgb(path: Path, max_pixels: int) -> np.ndarray:
             f"be decoded ({exc}); the file may be truncated or damaged: export it again"
         ) from None
     return np.asarray(rgb, dtype=np.uint8).copy()
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB from any mode: 16-bit and float greyscale scaled (not clipped to white),
+    CMYK and palettes converted, transparency laid over a neutral backdrop."""
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        values = np.asarray(img, dtype=np.float64)
+        peak = float(values.max()) if values.size else 0.0
+        if img.mode.startswith("I;16"):
+            top = 65535.0
+        elif img.mode == "I":  # 16-bit PNGs may open as 32-bit "I"
+            top = 65535.0 if peak > 255 else 255.0
+        else:  # float: scale by what is there
+            top = max(peak, 1e-9)
+        grey = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        img.mode == "P" and "transparency" in img.info
+    ):
+        rgba = img.convert("RGBA")
+        backdrop = Image.new("RGBA", rgba.size, (*BACKDROP_RGB, 255))
+        return Image.alpha_composite(backdrop, rgba).convert("RGB")
+    return img.convert("RGB")
