@@ -49,3 +49,9 @@ class OutputPathError(AvatarError):
 
 class ConfigurationError(AvatarError):
     """A setting names a stage or a model path that does not exist."""
+
+
+class StorageError(AvatarError):
+    """The data directory cannot hold what is being saved (a full or read-only disk)."""
+
+    status_code = 507

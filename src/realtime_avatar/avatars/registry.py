@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -23,9 +24,11 @@ from .. import __version__
 from ..errors import (
     AvatarExistsError,
     AvatarNotFoundError,
+    ConfigurationError,
     InvalidImageError,
     InvalidNameError,
     InvalidTextError,
+    StorageError,
 )
 from ..face.crop import crop_to_square, head_crop_box
 from ..face.landmarks import check_pose, choose_face, face_mesh, face_size_px
@@ -40,8 +43,17 @@ log = logging.getLogger(__name__)
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 DEFAULT_AVATAR = "default"
 VOICE_RATE_HZ = 22_050  # the voice sample is kept at the TTS rate, where matching happens
+# Only the start of a long voice sample is decoded, kept and profiled: the profile of 120 s
+# took 880 MB and a minute; 30 s is three times what it needs.
+VOICE_USED_S = 30.0
 MAX_PERSONA_BYTES = 256 * 1024
 MANIFEST = "manifest.json"
+OWNER = ".owner-pid"  # inside a staging folder: the process that is writing it
+# A register writes its hidden ".NAME-xxxx" staging folder in seconds; one whose writer has
+# died (or, without an owner file, one older than this) is a leftover of a killed register.
+STALE_STAGING_S = 600.0
+TRASH_STALE_S = 60.0
+_LEFTOVER_RE = re.compile(r"^\.(?:trash-)?[a-z0-9][a-z0-9_-]{0,39}-")
 
 Progress = Callable[[str], None]
 
@@ -91,6 +103,85 @@ def validate_name(name: str) -> str:
 def avatars_dir(settings: Settings) -> Path:
     """Where avatar folders live."""
     return Path(settings.data_dir).expanduser() / "avatars"
+
+
+def writable_avatars_dir(settings: Settings) -> Path:
+    """The avatars folder, created if needed; a clear error if the data directory is a
+    file or cannot be written, before any slow work starts."""
+    data = Path(settings.data_dir).expanduser()
+    root = avatars_dir(settings)
+    if data.exists() and not data.is_dir():
+        raise ConfigurationError(
+            f"AVATAR_DATA_DIR={data} is a file, not a folder; point it at a folder "
+            "(or unset it for ~/.local/share/realtime-avatar)"
+        )
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot write to {root} ({exc.strerror or exc}); set AVATAR_DATA_DIR to a "
+            "folder you can write"
+        ) from None
+    return root
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _is_stale(folder: Path, now: float) -> bool:
+    """A leftover staging or trash folder whose writer is gone."""
+    if folder.name.startswith(".trash-"):
+        # Named by the time of the swap, which takes milliseconds; the old avatar inside
+        # keeps its own (old) times.
+        stamp = folder.name.rsplit("-", 1)[-1]
+        return not stamp.isdigit() or now - int(stamp) / 1000 > TRASH_STALE_S
+    try:
+        age = now - folder.stat().st_mtime
+    except OSError:
+        return False
+    try:
+        owner = int((folder / OWNER).read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return age > STALE_STAGING_S
+    return owner != os.getpid() and not _pid_alive(owner)
+
+
+def clean_leftovers(root: Path) -> list[str]:
+    """Remove what a killed ``register`` left behind; returns the names removed.
+
+    A trash folder whose avatar is missing holds the only copy (killed between the two
+    renames of a ``--force`` replace): it is put back instead of removed.
+    """
+    if not root.is_dir():
+        return []
+    removed = []
+    now = time.time()
+    for folder in root.iterdir():
+        if not folder.is_dir() or not _LEFTOVER_RE.match(folder.name):
+            continue
+        if not _is_stale(folder, now):
+            continue
+        if folder.name.startswith(".trash-"):
+            name = folder.name[len(".trash-") :].rsplit("-", 1)[0]
+            target = root / name
+            if NAME_RE.fullmatch(name) and not target.exists() and (folder / MANIFEST).is_file():
+                (folder / OWNER).unlink(missing_ok=True)
+                folder.rename(target)
+                log.warning("restored avatar %s from an interrupted replace", name)
+                continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder.name)
+        log.info("removed %s, left by an interrupted register", folder.name)
+    return removed
 
 
 def _sha256(path: Path) -> str:
@@ -182,7 +273,8 @@ def register(
     settings = settings or get_settings()
     step = progress or (lambda _msg: None)
     name = validate_name(name)
-    root = avatars_dir(settings)
+    root = writable_avatars_dir(settings)
+    clean_leftovers(root)
     target = root / name
     if target.exists() and not force:
         raise AvatarExistsError(
@@ -190,28 +282,30 @@ def register(
             "pick another name or pass --force to replace it"
         )
 
+    # Cheap checks first: a bad file of either kind is refused before any model loads.
     step("reading photo")
     rgb = image if isinstance(image, np.ndarray) else load_rgb(image, settings.max_image_pixels)
+    step("checking the voice sample")
+    pcm = decode_audio(Path(voice), VOICE_RATE_HZ, max_s=VOICE_USED_S)
+    check = validate_voice(pcm, VOICE_RATE_HZ, settings.min_voice_s)
+    persona_text = _read_persona(persona)
     step("finding the face")
     face_rgb, landmarks, face_info = prepare_face(
         rgb, settings.render_size_px, settings.min_face_px
     )
 
-    step("checking the voice sample")
-    pcm = decode_audio(Path(voice), VOICE_RATE_HZ)
-    check = validate_voice(pcm, VOICE_RATE_HZ, settings.min_voice_s)
     step("computing the voice profile")
     # Normalise loudness so the profile and later comparisons do not depend on mic gain.
     peak = float(np.max(np.abs(pcm))) or 1.0
     pcm = (pcm * min(0.9 / peak, 10.0)).astype(np.float32)
     profile = compute_profile(pcm, VOICE_RATE_HZ)
-    persona_text = _read_persona(persona)
 
     step("saving")
-    root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
     try:
-        cv2.imwrite(str(staging / "face.png"), cv2.cvtColor(face_rgb, cv2.COLOR_RGB2BGR))
+        (staging / OWNER).write_text(str(os.getpid()), encoding="ascii")
+        if not cv2.imwrite(str(staging / "face.png"), cv2.cvtColor(face_rgb, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"could not write {staging / 'face.png'}")
         np.save(staging / "landmarks.npy", landmarks)
         sf.write(staging / "voice.wav", pcm, VOICE_RATE_HZ, subtype="PCM_16")
         profile.save(staging / "voice_profile.npz")
@@ -232,7 +326,9 @@ def register(
             },
             "has_persona": bool(persona_text.strip()),
         }
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        # The manifest is what makes a folder an avatar: written last, whole, atomically.
+        _write_atomically(staging / MANIFEST, json.dumps(manifest, indent=2).encode("utf-8"))
+        (staging / OWNER).unlink()
         if target.exists():
             trash = root / f".trash-{name}-{int(time.time() * 1000)}"
             target.rename(trash)
@@ -240,11 +336,41 @@ def register(
             shutil.rmtree(trash, ignore_errors=True)
         else:
             staging.rename(target)
-    except BaseException:
+    except BaseException as exc:
+        failed = isinstance(exc, OSError | RuntimeError) and not isinstance(
+            exc, NotImplementedError
+        )
+        message = _save_failed_message(root, exc) if failed else ""  # free space: before clean-up
         shutil.rmtree(staging, ignore_errors=True)
+        if failed:
+            raise StorageError(message) from None
         raise
     log.info("registered avatar %s in %s", name, target)
     return load_avatar(name, settings=settings)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file, synced, then renamed over it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+def _save_failed_message(root: Path, exc: BaseException) -> str:
+    """Why saving failed, in words: usually a full or read-only disk."""
+    try:
+        free_mb = shutil.disk_usage(root).free / 1e6
+    except OSError:
+        free_mb = -1.0
+    reason = getattr(exc, "strerror", None) or f"{exc.__class__.__name__}: {exc}".strip(": ")
+    space = f", {free_mb:.1f} MB free" if free_mb >= 0 else ""
+    return (
+        f"could not save the avatar in {root} ({reason}{space}); free some space or set "
+        "AVATAR_DATA_DIR to another folder. Nothing was changed."
+    )
 
 
 def load_avatar(name: str, *, settings: Settings | None = None) -> Avatar:
@@ -298,7 +424,11 @@ def list_avatars(settings: Settings | None = None) -> list[str]:
     root = avatars_dir(settings)
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / MANIFEST).is_file())
+    clean_leftovers(root)
+    # Hidden folders are staging or trash: never avatars, even with a manifest inside.
+    return sorted(
+        p.name for p in root.iterdir() if NAME_RE.fullmatch(p.name) and (p / MANIFEST).is_file()
+    )
 
 
 def default_portrait() -> np.ndarray:

@@ -38,12 +38,17 @@ def decode_audio(path: Path, rate_hz: int, max_s: float = MAX_VOICE_S) -> np.nda
                 for frame in packet.decode():
                     for out in resampler.resample(frame):
                         block = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+                        _check_finite(block, path)
                         blocks.append(block)
                         total += len(block)
+                # Decoding stops once enough is read: a long file costs no more memory or
+                # time than ``max_s`` of it.
                 if total >= limit:
                     break
             for out in resampler.resample(None):
-                blocks.append(out.to_ndarray().reshape(-1).astype(np.float32, copy=False))
+                block = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+                _check_finite(block, path)
+                blocks.append(block)
     except InvalidAudioError:
         raise
     except (av.error.FFmpegError, ValueError, OSError) as exc:
@@ -56,6 +61,15 @@ def decode_audio(path: Path, rate_hz: int, max_s: float = MAX_VOICE_S) -> np.nda
             f"{path.name} holds no audio samples; record at least 3 s of speech"
         )
     return np.concatenate(blocks)[:limit]
+
+
+def _check_finite(block: np.ndarray, path: Path) -> None:
+    """Refuse NaN or infinite samples (a damaged float WAV) with words, not numbers."""
+    if not np.isfinite(block).all():
+        raise InvalidAudioError(
+            f"{path.name} holds invalid samples (NaN or infinity), so it is damaged; "
+            "export the recording again, e.g. as 16-bit PCM WAV"
+        )
 
 
 def resample(pcm: np.ndarray, from_hz: int, to_hz: int) -> np.ndarray:

@@ -32,7 +32,22 @@ def check_output_path(path: Path) -> Path:
         )
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise OutputPathError(f"cannot write to {path}: permission denied; pick another path")
+    try:  # os.access says yes to root on a read-only or special file system: really try
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise OutputPathError(
+            f"cannot write to {parent} ({exc.strerror or exc}); pick another path"
+        ) from None
     return path
+
+
+def _write_failed(path: Path, exc: OSError) -> OutputPathError:
+    """A write that failed part-way (a full disk, a file size limit), in words."""
+    return OutputPathError(
+        f"could not write {path} ({exc.strerror or exc}); free some space or pick another "
+        "place. Nothing was written."
+    )
 
 
 _Item = tuple[np.ndarray, np.ndarray] | None  # (rgb, audio), or None: no more frames
@@ -50,9 +65,12 @@ class Mp4Writer:
         self, path: Path, width: int, height: int, crf: int = 20, background_frames: int = 0
     ) -> None:
         self.path = check_output_path(path)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.path.stem}-", suffix=".mp4.part", dir=self.path.parent
-        )
+        try:
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{self.path.stem}-", suffix=".mp4.part", dir=self.path.parent
+            )
+        except OSError as exc:
+            raise _write_failed(self.path, exc) from None
         os.close(fd)
         self._tmp = Path(tmp)
         self.frames = 0
@@ -116,8 +134,10 @@ class Mp4Writer:
                 for packet in stream.encode(None):
                     self._container.mux(packet)
             self._container.close()
-        except BaseException:
+        except BaseException as exc:
             self.abort()
+            if isinstance(exc, OSError):
+                raise _write_failed(self.path, exc) from None
             raise
         os.replace(self._tmp, self.path)
         return self.path
@@ -189,3 +209,5 @@ class Mp4Writer:
             self.close()
         else:
             self.abort()
+            if isinstance(exc, OSError):
+                raise _write_failed(self.path, exc) from None
