@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -27,7 +28,7 @@ console = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -54,8 +55,8 @@ def register(
 
     steps = [
         "reading photo",
-        "finding the face",
         "checking the voice sample",
+        "finding the face",
         "computing the voice profile",
         "saving",
     ]
@@ -77,6 +78,19 @@ def register(
     )
 
 
+_stop_requested = threading.Event()  # Ctrl-C or SIGTERM arrived
+_terminated = threading.Event()  # ... and it was SIGTERM
+
+
+def _on_stop_signal(signum: int, _frame: object) -> None:
+    """Ctrl-C and SIGTERM both raise KeyboardInterrupt, so the same clean-up runs (no
+    partial MP4, no half-saved avatar), and are remembered for the long loops."""
+    _stop_requested.set()
+    if signum == signal.SIGTERM:
+        _terminated.set()
+    raise KeyboardInterrupt
+
+
 def _remember_ctrl_c() -> threading.Event:
     """Ctrl-C raises KeyboardInterrupt as usual and is also remembered.
 
@@ -84,14 +98,9 @@ def _remember_ctrl_c() -> threading.Event:
     KeyboardInterrupt (seen once: `say` ran to the end after Ctrl-C); the long loops check
     the flag after each sentence and stop anyway.
     """
-    interrupted = threading.Event()
-
-    def on_sigint(_signum: int, _frame: object) -> None:
-        interrupted.set()
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, on_sigint)
-    return interrupted
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _on_stop_signal)
+    return _stop_requested
 
 
 def _stoppable(
@@ -105,6 +114,34 @@ def _stoppable(
             raise KeyboardInterrupt
 
     return report
+
+
+def _read_text_file(path: Path) -> str:
+    """A script file, read up to the script limit (``/dev/zero`` is refused, not read)."""
+    from .engine.script import MAX_SCRIPT_BYTES
+
+    limit_mb = MAX_SCRIPT_BYTES / 1e6
+    if path.is_dir():
+        _fail(f"--text-file {path} is a folder; give a UTF-8 text file")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_SCRIPT_BYTES + 1)
+    except FileNotFoundError:
+        _fail(f"text file not found: {path}")
+    except PermissionError:
+        _fail(f"cannot read {path}: permission denied")
+    except OSError as exc:
+        _fail(f"cannot read {path}: {exc.strerror or exc}")
+    if len(data) > MAX_SCRIPT_BYTES:
+        _fail(
+            f"{path} is over {limit_mb:.0f} MB; split the script into smaller files "
+            "(1 MB is about 20 hours of speech)"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        _fail(f"{path} is not UTF-8 text; save it as UTF-8")
+    raise AssertionError("unreachable")  # _fail raises
 
 
 @app.command()
@@ -143,12 +180,7 @@ def say(
     if text_file is not None:
         if text is not None:
             _fail("give the text either as an argument or with --text-file, not both")
-        try:
-            text = text_file.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            _fail(f"text file not found: {text_file}")
-        except UnicodeDecodeError:
-            _fail(f"{text_file} is not UTF-8 text; save it as UTF-8")
+        text = _read_text_file(text_file)
     if text is None:
         _fail('nothing to say: pass the text, e.g. avatar say "Hello!" -o hello.mp4')
     with _progress() as bar:
@@ -244,7 +276,7 @@ def list_command() -> None:
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option("--host")] = None,
-    port: Annotated[int | None, typer.Option("--port")] = None,
+    port: Annotated[int | None, typer.Option("--port", min=1, max=65535)] = None,
 ) -> None:
     """Start the web app on http://127.0.0.1:8000."""
     import uvicorn
@@ -253,6 +285,8 @@ def serve(
     from .settings import get_settings
 
     settings = get_settings()
+    if not 1 <= settings.port <= 65535:
+        _fail(f"AVATAR_PORT={settings.port} is not a port; use a number from 1 to 65535")
     bind = host or settings.host
     if bind not in ("127.0.0.1", "localhost", "::1") and not settings.token:
         _fail(
@@ -271,14 +305,79 @@ def main() -> None:
     )
     for noisy in ("aioice", "aiortc", "asyncio", "numba", "matplotlib", "PIL", "httpx"):
         logging.getLogger(noisy).setLevel(max(logging.getLogger().level, logging.INFO))
+    from pydantic import ValidationError
+
+    signal.signal(signal.SIGTERM, _on_stop_signal)
     try:
         app()
     except AvatarError as exc:
-        console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
-        sys.exit(2)
+        _error_line(exc.message)
+    except ValidationError as exc:
+        _error_line(settings_error_message(exc))
+    except OSError as exc:
+        message = os_error_message(exc)
+        if message is None:
+            raise
+        _error_line(message)
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: nothing was written")
-        sys.exit(130)
+        _interrupted()
+    except SystemExit as exc:
+        # Typer turns KeyboardInterrupt into exit status 130 before it gets here.
+        if exc.code == 130:
+            _interrupted()
+        raise
+
+
+def _error_line(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(2)
+
+
+def _interrupted() -> None:
+    if _terminated.is_set():
+        console.print("[yellow]terminated[/]: nothing was written")
+        sys.exit(143)
+    console.print("[yellow]interrupted[/]: nothing was written")
+    sys.exit(130)
+
+
+def settings_error_message(exc: Exception) -> str:
+    """One line for a setting that does not parse, naming its ``AVATAR_*`` variable."""
+    errors = exc.errors() if hasattr(exc, "errors") else []
+    parts = []
+    for error in errors[:3]:
+        field = str(error["loc"][0]) if error.get("loc") else "?"
+        value = error.get("input")
+        shown = f"={value!r}" if isinstance(value, str | int | float) else ""
+        parts.append(f"AVATAR_{field.upper()}{shown}: {error.get('msg', 'invalid')}")
+    listed = "; ".join(parts) or str(exc).splitlines()[0]
+    return f"bad setting {listed}; fix or unset it (environment or AVATAR_CONFIG_FILE)"
+
+
+_OS_ERRORS = {
+    errno.ENOSPC: "no space left on the disk; free some space or pick another place",
+    errno.EDQUOT: "disk quota exceeded; free some space or pick another place",
+    errno.EFBIG: "the file is too large for this disk or its limits; pick another place",
+    errno.EROFS: "the file system is read-only; pick another place",
+    errno.EACCES: "permission denied; pick another place",
+    errno.EPERM: "operation not permitted; pick another place",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "it is a folder, not a file",
+    errno.EIO: "the disk reported an input/output error",
+}
+
+
+_WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
+def os_error_message(exc: OSError) -> str | None:
+    """One line for the file system errors a user can cause or fix; None for the rest."""
+    reason = _OS_ERRORS.get(exc.errno or -1)
+    if reason is None:
+        return None
+    where = f"{exc.filename}: " if exc.filename else ""
+    verb = "write" if exc.errno in _WRITE_ERRORS else "use"
+    return f"cannot {verb} {where}{reason}"
 
 
 if __name__ == "__main__":

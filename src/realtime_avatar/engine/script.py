@@ -28,7 +28,7 @@ from ..frames import Speech
 from ..render.base import Renderer, spoken_frames
 from ..settings import Settings, get_settings
 from ..text.chunker import normalize_for_speech, split_sentences
-from ..text.language import resolve_language
+from ..text.language import LATIN_DETECTABLE, resolve_language, script_language
 from ..tts.registry import get_synthesizer
 from .voice import AvatarVoice
 
@@ -125,7 +125,8 @@ SWITCH_MIN_CHARS = 30  # shorter sentences are too ambiguous to switch language 
 def _sentence_language(sentence: str, overall: str) -> str:
     """A script may switch language; trust a sentence's own language only when it is long."""
     detected = resolve_language("auto", sentence)
-    if detected == overall or (len(sentence) < SWITCH_MIN_CHARS and detected != "zh"):
+    # A non-Latin script names its language even in a short sentence.
+    if detected == overall or (len(sentence) < SWITCH_MIN_CHARS and detected in LATIN_DETECTABLE):
         return overall
     return detected
 
@@ -206,6 +207,31 @@ def render_audio(
     return ScriptResult(out_path, frames, frames / FPS, wall, 0, ())
 
 
+MAX_SCRIPT_BYTES = 1_000_000  # about 20 hours of speech; a longer script is a mistake
+# Control characters (other than line breaks and tabs) are noise to a synthesizer.
+_CONTROL_CHARS = {
+    code: None for code in (*range(0x00, 0x20), *range(0x7F, 0xA0)) if chr(code) not in "\t\n\r"
+}
+
+
+def check_script_text(text: str | None) -> str:
+    """The script with control characters removed, or an error if it has no words to say."""
+    if len((text or "").encode("utf-8", errors="replace")) > MAX_SCRIPT_BYTES:
+        raise InvalidTextError(
+            f"the script is over {MAX_SCRIPT_BYTES / 1e6:.0f} MB; split it into smaller parts"
+        )
+    clean = (text or "").translate(_CONTROL_CHARS).strip()
+    spoken = normalize_for_speech(clean)
+    if not spoken:
+        raise InvalidTextError("nothing to say: the text is empty; pass some words or --text-file")
+    if not any(char.isalnum() for char in spoken):
+        raise InvalidTextError(
+            f"nothing to say: {clean[:40]!r} has no words, only punctuation or symbols; "
+            "pass some words to speak"
+        )
+    return clean
+
+
 def render_script(
     text: str,
     out_path: Path,
@@ -220,13 +246,14 @@ def render_script(
 
     started = time.perf_counter()
     settings = settings or get_settings()
-    clean = (text or "").strip()
-    if not normalize_for_speech(clean).strip():
-        raise InvalidTextError("nothing to say: the text is empty; pass some words or --text-file")
+    clean = check_script_text(text)
     out_path = check_output_path(out_path)
     sentences = split_sentences(clean)
     # Fail on an unsupported language before any rendering starts.
     fixed = None if language == "auto" else resolve_language(language, clean)
+    if fixed is None:
+        for sentence in sentences:
+            script_language(sentence)  # a script no voice is mapped to: refused now, not later
     if fixed is not None:
         get_synthesizer(fixed, settings)
     voice_for: Future[AvatarVoice] = Future()
