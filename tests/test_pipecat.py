@@ -102,6 +102,10 @@ def test_other_frames_pass_through_untouched_and_in_order() -> None:
     passed = [f for f in down if not isinstance(f, (OutputImageRawFrame, TTSAudioRawFrame))]
     assert passed == [started, text, stopped]
     assert passed[1] is text  # the same object, not a copy
+    # TTSStoppedFrame came after the audio, so it leaves after the audio's last frame (the
+    # transport reads it as "the bot stopped speaking").
+    last_audio = max(i for i, f in enumerate(down) if isinstance(f, TTSAudioRawFrame))
+    assert down.index(stopped) > last_audio
 
     upstream = TextFrame("going up")
     _, up = asyncio.run(

@@ -13,7 +13,10 @@ of the face paired with exactly that frame's 40 ms of the same audio (48 kHz) as
 ``TTSAudioRawFrame``; when the bot is silent it pushes the idle face alone (blinks,
 breathing) so the video never freezes. ``InterruptionFrame`` and
 ``UserStartedSpeakingFrame`` drop everything it holds at once. Every other frame passes
-through untouched, in order.
+through untouched and in order: a downstream frame that comes after held audio (the TTS's
+``TTSStoppedFrame``, its text, the end of the LLM's response) waits until that audio has
+been emitted, since the transport reads, say, ``TTSStoppedFrame`` as "the bot stopped
+speaking"; system frames and upstream frames are never held.
 
 Where the 25 fps clock lives, and why: here, in one task of this processor that pulls the
 renderer's ``next_frame()`` every 40 ms on a thread of its own. pipecat's output transport
@@ -37,6 +40,7 @@ The remainder shorter than a frame is pushed when the TTS says it stopped.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import logging
 import time
@@ -52,6 +56,7 @@ try:
         InterruptionFrame,
         OutputImageRawFrame,
         StartFrame,
+        SystemFrame,
         TTSAudioRawFrame,
         TTSStoppedFrame,
         UserStartedSpeakingFrame,
@@ -129,8 +134,11 @@ class AvatarVideoService(FrameProcessor):
         self._buffer: list[np.ndarray] = []  # TTS audio not yet pushed, at _buffer_rate_hz
         self._buffer_rate_hz = 0
         self._flush = False  # the TTS stopped: push the last partial frame too
-        self._pushed_frames = 0  # frames of speech pushed to the renderer this turn
+        self._received_frames = 0.0  # TTS audio received since the face last fell idle
+        self._pushed_frames = 0  # of it, frames of speech pushed to the renderer
         self._spoken_frames = 0  # of those, frames emitted
+        # Downstream frames that came after held audio, with how much audio preceded them.
+        self._pending: collections.deque[tuple[float, Frame]] = collections.deque()
         self._context_id: str | None = None
         self._drained = asyncio.Event()
         self.frames_out = 0  # images pushed downstream (speech and idle)
@@ -158,11 +166,10 @@ class AvatarVideoService(FrameProcessor):
         elif isinstance(frame, TTSAudioRawFrame) and direction == FrameDirection.DOWNSTREAM:
             self._hold(frame)
         elif isinstance(frame, (InterruptionFrame, UserStartedSpeakingFrame)):
-            self._drop()
+            kept = self._drop()
             await self.push_frame(frame, direction)
-        elif isinstance(frame, TTSStoppedFrame):
-            self._flush = True
-            await self.push_frame(frame, direction)
+            for held in kept:
+                await self.push_frame(held)
         elif isinstance(frame, EndFrame):
             await self._drain()
             await self._stop()
@@ -170,6 +177,14 @@ class AvatarVideoService(FrameProcessor):
         elif isinstance(frame, CancelFrame):
             await self._stop()
             await self.push_frame(frame, direction)
+        elif (
+            direction == FrameDirection.DOWNSTREAM
+            and not isinstance(frame, SystemFrame)
+            and (self._pending or self.holding)
+        ):
+            if isinstance(frame, TTSStoppedFrame):
+                self._flush = True
+            self._pending.append((self._received_frames, frame))
         else:
             await self.push_frame(frame, direction)
 
@@ -184,18 +199,25 @@ class AvatarVideoService(FrameProcessor):
         if self._buffer and frame.sample_rate != self._buffer_rate_hz:
             self._push_buffer(whole_frames_only=False)  # a rate change ends the piece
         self._buffer_rate_hz = frame.sample_rate
-        self._buffer.append(pcm_from_frame(frame))
+        pcm = pcm_from_frame(frame)
+        self._buffer.append(pcm)
+        self._received_frames += len(pcm) / (frame.sample_rate * FRAME_S)
         self._context_id = frame.context_id
         self._flush = False
         self._drained.clear()
 
-    def _drop(self) -> None:
+    def _drop(self) -> list[Frame]:
+        """Forget the held speech and the frames after it; return those that are uninterruptible."""
         self._turn_id += 1
         self._buffer.clear()
         self._flush = False
+        self._received_frames = 0.0
         self._pushed_frames = self._spoken_frames = 0
+        kept = [frame for _, frame in self._pending if not frame.interruptible]
+        self._pending.clear()
         if self._renderer is not None:
             self._renderer.clear()
+        return kept
 
     def _refill(self) -> None:
         """Push buffered audio to the renderer when it is about to run dry."""
@@ -241,7 +263,7 @@ class AvatarVideoService(FrameProcessor):
     async def _drain(self, timeout_s: float = 30.0) -> None:
         """Wait until the held speech has been emitted (an EndFrame ends after the answer)."""
         self._flush = True
-        if self._clock_task is None or not self.holding:
+        if self._clock_task is None or not (self.holding or self._pending):
             return
         try:
             await asyncio.wait_for(self._drained.wait(), timeout_s)
@@ -280,6 +302,19 @@ class AvatarVideoService(FrameProcessor):
             audio = TTSAudioRawFrame(av.audio.tobytes(), OUTPUT_RATE_HZ, 1)
             audio.context_id = self._context_id
             await self.push_frame(audio)
-        if not self.holding:
+        await self._release()
+        if not self.holding and not self._pending:
+            self._received_frames = 0.0
             self._pushed_frames = self._spoken_frames = 0
             self._drained.set()
+
+    async def _release(self) -> None:
+        """Push the held frames whose preceding audio has now been emitted."""
+        while self._pending:
+            position, frame = self._pending[0]
+            # Only the last piece before a pause is padded to a whole frame: the audio that
+            # preceded the frame has gone once the frame it ends in has.
+            if self.holding and self._spoken_frames < np.ceil(position - 1e-6):
+                return
+            self._pending.popleft()
+            await self.push_frame(frame)
