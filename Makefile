@@ -39,11 +39,14 @@ $(STAMPS)/apt:
 	@touch $@
 
 # The runtime: everything `avatar serve` and `avatar say` need, under the verified pins.
+# pipecat-ai comes --no-deps, for the end-of-turn model its wheel ships (smart-turn v3.2
+# ONNX, BSD-2-Clause): engine/endpointing.py reads the file and imports nothing of pipecat.
 $(STAMPS)/venv: $(STAMPS)/apt pyproject.toml constraints.txt
 	@mkdir -p $(STAMPS)
 	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q "pip>=24,<26"
 	$(VENV)/bin/python -m pip install -q -c constraints.txt -e .
+	$(VENV)/bin/python -m pip install -q --no-deps pipecat-ai==1.14.0
 	@touch $@
 
 # Tests add the evaluation instruments (torch pinned first: a bare requirement pulls a CUDA

@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     # back until the turn really ends and dropped if the user goes on; None turns it off.
     vad_pause_ms: float | None = 64.0
     max_utterance_s: float = 30.0  # a user who talks this long without a pause is answered
+    # End of turn (engine/endpointing.py): at each pause, the words so far, the smart-turn
+    # model's reading of the audio and the silence decide whether the user is done. A turn
+    # that sounds unfinished is released after turn_max_wait_ms of silence anyway.
+    turn_max_wait_ms: float = 2000.0
+    turn_recheck_ms: float = 200.0  # while waiting, decide again at least this often
+    turn_prosody: bool = True  # use smart-turn v3.2 (from the pipecat-ai wheel) when present
+    turn_model_path: Path | None = None  # another smart-turn ONNX file
     # English listens with Whisper tiny.en (the fast default); "auto", "es" and "zh" with the
     # multilingual base, about three times slower per decode.
     language: str = "en"
