@@ -164,6 +164,7 @@ def test_ctrl_c_leaves_no_partial_file(data_dir: Path, tmp_path: Path) -> None:
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr.decode()
+    assert "interrupted: nothing was written" in stderr.decode()
     assert not out.exists()
     assert not list(tmp_path.glob("*.part"))
 

@@ -242,6 +242,9 @@ def test_normalize_for_speech_strips_markdown() -> None:
         ("你好，今天天气很好。", "zh"),
         ("我们明天去北京看朋友。", "zh"),
         ("请给我一杯咖啡，谢谢。", "zh"),
+        ("Hello friend.", "en"),  # short and unclear: English, not Spanish (issue 11)
+        ("Привет, как дела?", "ru"),  # the script names it: not spelled out in Spanish
+        ("مرحبا كيف حالك", "ar"),
     ],
 )
 def test_detect_language(text: str, expected: str) -> None:
