@@ -83,6 +83,7 @@ class Settings(BaseSettings):
     # End of turn (engine/endpointing.py): at each pause, the words so far, the smart-turn
     # model's reading of the audio and the silence decide whether the user is done. A turn
     # that sounds unfinished is released after turn_max_wait_ms of silence anyway.
+    turn_taking: str = "decide"  # "decide"; "silence": the VAD's end (vad_min_silence_ms) ends it
     turn_max_wait_ms: float = 2000.0
     turn_recheck_ms: float = 200.0  # while waiting, decide again at least this often
     turn_prosody: bool = True  # use smart-turn v3.2 (from the pipecat-ai wheel) when present

@@ -81,10 +81,19 @@ def lower_priority(niceness: int = BACKGROUND_NICENESS) -> None:
 class TurnDecision(Protocol):
     """What an end-of-turn decider says at a pause (``engine.endpointing.Decision``)."""
 
-    release: bool
-    wait_ms: float
+    @property
+    def release(self) -> bool:
+        """End the turn now."""
+        ...
 
-    def as_record(self) -> dict[str, Any]: ...
+    @property
+    def wait_ms(self) -> float:
+        """If not: how much more silence before asking again."""
+        ...
+
+    def as_record(self) -> dict[str, Any]:
+        """Inputs and verdict as plain JSON values."""
+        ...
 
 
 class EndOfTurn(Protocol):

@@ -10,12 +10,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..asr.registry import recognizer_for_language
 from ..avatars.registry import Avatar, ensure_default_avatar, list_avatars, load_avatar
+from ..constants import ASR_RATE_HZ
 from ..dialogue.registry import FALLBACK_LINES, create_responder
 from ..engine.conversation import Conversation, EventSink, Stages
+from ..engine.endpointing import TurnDecider, make_turn_decider
 from ..engine.turns import TurnRecord
 from ..engine.voice import AvatarVoice
+from ..errors import ConfigurationError
 from ..render.registry import create_renderer
 from ..settings import Settings
 from ..store.db import Store
@@ -45,6 +50,7 @@ class LiveServices:
         self.store = Store(Path(settings.data_dir).expanduser() / "avatar.db")
         self._avatars: dict[str, Avatar] = {}
         self._voices: dict[str, AvatarVoice] = {}
+        self._decider: TurnDecider | None = None
         self._lock = threading.Lock()
         # SQLite writes leave the event loop on one thread of their own, in order.
         self._store_pool = ThreadPoolExecutor(1, thread_name_prefix="store")
@@ -68,6 +74,9 @@ class LiveServices:
             if callable(warm_asr):
                 warm_asr()  # the first decodes of a fresh model run several times slower
         get_vad(settings=self.settings)
+        decider = self._turn_decider()
+        if decider is not None:  # the prosody model's first run is several times slower
+            decider.decide("Hello.", "en", np.zeros(ASR_RATE_HZ, np.float32), 0.0)
         log.info("models warm")
 
     def options(self) -> dict[str, Any]:
@@ -85,6 +94,20 @@ class LiveServices:
             if name not in self._avatars:
                 self._avatars[name] = load_avatar(name, settings=self.settings)
             return self._avatars[name]
+
+    def _turn_decider(self) -> TurnDecider | None:
+        """The end-of-turn decider all sessions share (its model loads once), or None when
+        the settings end turns by silence alone."""
+        if self.settings.turn_taking == "silence":
+            return None
+        if self.settings.turn_taking != "decide":
+            raise ConfigurationError(
+                f"unknown AVATAR_TURN_TAKING {self.settings.turn_taking!r}; use decide or silence"
+            )
+        with self._lock:
+            if self._decider is None:
+                self._decider = make_turn_decider(self.settings)
+            return self._decider
 
     def _voice(self, avatar: Avatar) -> AvatarVoice:
         """The avatar's speech stage, shared by its sessions (it caches its matchers)."""
@@ -120,6 +143,7 @@ class LiveServices:
             speech=self._voice(avatar),
             renderer=create_renderer(settings.renderer, avatar.face, settings),
             fallback_lines=dict(FALLBACK_LINES),
+            turn_decider=self._turn_decider(),
         )
         session_id = self.store.open_session(avatar.name, language, dialogue)
 
@@ -133,6 +157,7 @@ class LiveServices:
                 "reply_text": turn.reply_text,
                 "interrupted": turn.interrupted,
                 "error": turn.error,
+                "end_of_turn": turn.decisions,
                 **stage_ms,
             }
             self._store_pool.submit(self._record_turn, session_id, row)
