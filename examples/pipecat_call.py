@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -85,9 +87,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass
+class Bot:
+    """The example bot running in a subprocess."""
+
+    url: str
+    pid: int
+    log_path: Path
+
+    def logged(self, needle: str) -> list[float]:
+        """When the bot logged lines containing ``needle``, as ``time.monotonic()`` values."""
+        to_monotonic = time.monotonic() - time.time()
+        times = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if needle in line and line[:4].isdigit():
+                wall = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f").timestamp()
+                times.append(wall + to_monotonic)
+        return times
+
+
 @contextlib.contextmanager
-def running_bot(*, face: bool = True, timeout_s: float = 120.0) -> Iterator[tuple[str, int]]:
-    """The example bot in a subprocess on a free loopback port: (base URL, pid)."""
+def running_bot(*, face: bool = True, timeout_s: float = 120.0) -> Iterator[Bot]:
+    """The example bot in a subprocess on a free loopback port, its log in $TMPDIR."""
     port = free_port()
     args = [sys.executable, str(BOT), "--port", str(port)] + ([] if face else ["--no-face"])
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "ORT_DISABLE_TELEMETRY": "1"}
@@ -105,7 +126,7 @@ def running_bot(*, face: bool = True, timeout_s: float = 120.0) -> Iterator[tupl
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the bot did not answer on {url}; see {log.name}")
             time.sleep(0.3)
-        yield url, proc.pid
+        yield Bot(url, proc.pid, Path(log.name))
     finally:
         proc.terminate()
         try:
@@ -166,14 +187,60 @@ async def measure(url: str, pid: int, seconds: float, *, face: bool) -> dict[str
     }
 
 
+async def service_delay(repeats: int = 10) -> list[float]:
+    """Seconds from a TTS chunk entering ``AvatarVideoService`` (default avatar, mesh2d) to
+    its first re-timed audio leaving it: the latency the face itself adds, before transport."""
+    from pipecat.frames.frames import Frame, TTSAudioRawFrame
+    from pipecat.pipeline.pipeline import Pipeline
+    from pipecat.pipeline.task import PipelineTask
+    from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+    from pipecat.workers.runner import WorkerRunner
+
+    from realtime_avatar.integrations.pipecat import AvatarVideoService
+
+    first_out: list[float] = []
+
+    class Sink(FrameProcessor):
+        async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+            await super().process_frame(frame, direction)
+            if isinstance(frame, TTSAudioRawFrame) and len(first_out) < len(sent):
+                first_out.append(time.monotonic())
+            await self.push_frame(frame, direction)
+
+    rate = 22_050
+    t = np.arange(int(1.0 * rate)) / rate
+    tone = (0.4 * np.sin(2 * np.pi * 180 * t) * 32767).astype(np.int16)
+    task = PipelineTask(Pipeline([AvatarVideoService(), Sink()]), idle_timeout_secs=None)
+    runner = WorkerRunner()
+    await runner.add_workers(task)
+    run = asyncio.create_task(runner.run())
+    await asyncio.sleep(10.0)  # the avatar and its renderer load at StartFrame
+    sent: list[float] = []
+    for _ in range(repeats):
+        sent.append(time.monotonic())
+        for i in range(0, len(tone), 2205):  # 100 ms chunks, as a TTS streams them
+            await task.queue_frame(TTSAudioRawFrame(tone[i : i + 2205].tobytes(), rate, 1))
+        await asyncio.sleep(2.0)  # the second of speech plays out, the face falls idle
+    await task.cancel()
+    await run
+    return [b - a for a, b in zip(sent, first_out, strict=False)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--no-face", action="store_true")
+    parser.add_argument(
+        "--service-delay", action="store_true", help="only the delay the face adds, in-process"
+    )
     args = parser.parse_args()
+    if args.service_delay:
+        delays = 1000 * np.array(asyncio.run(service_delay()))
+        print(f"service delay ms: median {np.median(delays):.0f} max {delays.max():.0f}")
+        return
     face = not args.no_face
-    with running_bot(face=face) as (url, pid):
-        figures = asyncio.run(measure(url, pid, args.seconds, face=face))
+    with running_bot(face=face) as bot:
+        figures = asyncio.run(measure(bot.url, bot.pid, args.seconds, face=face))
     print(("face" if face else "no face"), " ".join(f"{k}={v:.1f}" for k, v in figures.items()))
 
 

@@ -10,6 +10,10 @@ avatar's mesh2d face, and the project's aiortc client on the other end.
 from __future__ import annotations
 
 import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -38,6 +42,7 @@ from realtime_avatar.settings import Settings  # noqa: E402
 from .stand_ins import AudioMouthRenderer, bar_height  # noqa: E402
 
 TTS_RATE_HZ = 24_000
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tone(seconds: float, rate: int = TTS_RATE_HZ, level: float = 0.5) -> np.ndarray:
@@ -145,3 +150,68 @@ def test_stereo_frames_are_mixed_to_mono() -> None:
     pcm = pcm_from_frame(TTSAudioRawFrame(stereo.tobytes(), 16_000, 2))
     assert pcm.shape == (4,)
     assert np.allclose(pcm, 2000 / 32768)
+
+
+MOUTH_MARGIN = 40.0  # dark mouth pixels over the idle face's that count as an open mouth
+
+
+async def talk_and_barge_in(
+    bot: Any, question: np.ndarray, barge_in: np.ndarray
+) -> tuple[Any, Any, Any]:
+    """Ask the bot a question, talk over its answer, listen on: (record, question, barge-in)."""
+    from pipecat_call import PipecatCall, wait_until_ready  # examples/
+
+    call = PipecatCall(bot.url, [], measure_mouth=True)
+    await call.start()
+    try:
+        await wait_until_ready(call, face=True)
+        await asyncio.sleep(2.0)  # the idle face, before anyone speaks
+        assert call.mic is not None
+        asked = call.mic.say_now(question)
+        deadline = time.monotonic() + 40.0
+        while asked.speech_end_s == 0.0 or (
+            call.record.first_answer_audio(asked.speech_end_s) is None
+        ):
+            assert time.monotonic() < deadline, "the bot did not answer within 40 s"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.5)  # into the answer (about 4 s long)
+        barged = call.mic.say_now(barge_in)
+        await asyncio.sleep(4.0)
+    finally:
+        await call.close()
+    return call.record, asked, barged
+
+
+@pytest.mark.slow
+def test_a_pipecat_bot_with_the_face_over_smallwebrtc(data_dir: Path) -> None:
+    """Whisper -> rules -> Piper -> AvatarVideoService -> SmallWebRTC -> the aiortc client."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    from pipecat_call import running_bot
+
+    from realtime_avatar.evaluate.rtc_client import mic_audio
+
+    question = mic_audio("What is your name?")  # answered in about four seconds
+    barge_in = mic_audio("Wait, stop please, I have another question.")
+    with running_bot(face=True) as bot:
+        record, asked, barged = asyncio.run(talk_and_barge_in(bot, question, barge_in))
+        interruptions = bot.logged("broadcasting interruption")
+
+    # 25 fps video (a loaded 2-core machine drops a few) and the bot's audio both arrive.
+    assert record.fps() > 22
+    answer_at = record.first_answer_audio(asked.speech_end_s)
+    assert answer_at is not None
+
+    # The mouth moves while the bot speaks and rests while it is silent.
+    idle = record.mouth_baseline(asked.speech_start_s)
+    talking = [m for t, m in record.video if answer_at < t < barged.speech_start_s]
+    silent = [m for t, m in record.video if asked.speech_start_s - 2.0 < t < answer_at - 0.3]
+    assert talking and silent
+    assert np.mean(np.array(talking) > idle + MOUTH_MARGIN) > 0.3
+    assert np.mean(np.array(silent) > idle + MOUTH_MARGIN) < 0.05
+
+    # Talking over it: the bot's interruption (its log) stops the mouth within 300 ms.
+    cut = next(t for t in interruptions if t > barged.speech_start_s)
+    opened = [t for t, m in record.video if m > idle + MOUTH_MARGIN]
+    assert any(cut - 0.5 < t <= cut for t in opened), "it was not talking when interrupted"
+    last_open = max(t for t in opened if t < cut + 3.0)
+    assert last_open - cut < 0.3, f"the mouth moved {1000 * (last_open - cut):.0f} ms on"
