@@ -21,6 +21,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -292,3 +293,29 @@ async def bad_stream_server(mode: str) -> AsyncIterator[str]:
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+@contextlib.contextmanager
+def bad_stream_server_thread(mode: str) -> Iterator[str]:
+    """``bad_stream_server`` on a thread of its own, for a server in another process."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    stop = asyncio.Event()
+    urls: list[str] = []
+
+    async def serve() -> None:
+        async with bad_stream_server(mode) as url:
+            urls.append(url)
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    if not ready.wait(10):
+        raise RuntimeError("the bad stream server did not start")
+    try:
+        yield urls[0]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+        loop.close()

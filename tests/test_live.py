@@ -239,3 +239,37 @@ async def _one_turn_for_two_halves(base: str, pcm: np.ndarray) -> None:
         assert not call.record.of_type(InterruptedEvent)
     finally:
         await call.close()
+
+
+def test_a_garbage_llm_stream_gives_the_fallback_and_a_recorded_turn(data_dir: Path) -> None:
+    """An OpenAI-compatible endpoint that starts well, then sends bytes that are not JSON."""
+    from realtime_avatar.evaluate import server_proc
+
+    from .llm_server import bad_stream_server_thread
+
+    with (
+        bad_stream_server_thread("garbage") as url,
+        server_proc.running_server(
+            data_dir, data_dir / "garbage-llm", AVATAR_DIALOGUE="openai", AVATAR_LLM_BASE_URL=url
+        ) as server,
+    ):
+        call = AvatarCall(server.base_url, [Clip(spoken("What is your name?"), at_s=1.0)])
+
+        async def talk() -> None:
+            await call.start()
+            try:
+                await call.wait_for_event(lambda e: isinstance(e, TurnEvent), 40)
+            finally:
+                await call.close()
+
+        asyncio.run(talk())
+        turns = httpx.get(
+            f"{server.base_url}/api/v1/sessions/{call.record.session_id}/turns"
+        ).json()["turns"]
+        log_text = server.log_path.read_text(errors="replace")
+    errors = [e.message for _, e in call.record.of_type(ErrorEvent)]
+    assert len(errors) == 1 and "not an OpenAI chat stream" in errors[0], errors
+    assert len(errors[0]) < 300
+    assert "sorry" in call.record.texts("avatar")[0].lower(), call.record.texts("avatar")
+    assert turns and "not an OpenAI chat stream" in (turns[0]["error"] or ""), turns
+    assert "Traceback" not in log_text

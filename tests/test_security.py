@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
@@ -30,6 +33,9 @@ from realtime_avatar.server.guard import RateLimiter, host_name
 from realtime_avatar.settings import Settings
 
 from .llm_server import BAD_STREAM_MODES, bad_stream_server
+
+if TYPE_CHECKING:
+    from aiortc import RTCPeerConnection
 
 LOCAL = "http://127.0.0.1:8000"
 TOKEN = "s3cret-token-for-tests"
@@ -514,3 +520,154 @@ async def test_a_malformed_llm_stream_still_answers_and_records_the_turn(
     final = [e.text for e in h.of(TranscriptEvent) if e.role == "avatar" and e.final][-1]
     assert final.endswith("Sorry, I lost my train of thought.")
     assert "Traceback" not in caplog.text
+
+
+# ---------------------------------------------------------------- a real server (slow)
+# The figures of the flood (fps and latency of the admitted calls) are bench/flood.py's.
+@pytest.fixture(scope="module")
+def strict_server(data_dir: Path) -> Iterator[str]:
+    """`avatar serve` with short connect and silence limits, so dead slots free quickly."""
+    from .live_server import running_server
+
+    env = {
+        "AVATAR_MAX_SESSIONS": "2",
+        "AVATAR_SESSION_CONNECT_TIMEOUT_S": "3",
+        "AVATAR_PEER_SILENT_TIMEOUT_S": "3",
+        "AVATAR_OFFER_BURST": "50",
+    }
+    with running_server(data_dir, **env) as base:
+        yield base
+
+
+async def _offer_body() -> tuple[RTCPeerConnection, dict[str, str]]:
+    """A real aiortc offer (mic and video), as a browser would post it."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+    from aiortc.mediastreams import AudioStreamTrack
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTrack(AudioStreamTrack())
+    pc.addTransceiver("video", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    return pc, {"sdp": pc.localDescription.sdp, "type": "offer"}
+
+
+def _sessions(base: str) -> int:
+    return int(httpx.get(f"{base}/health", timeout=10).json()["sessions"])
+
+
+def _wait_sessions(base: str, wanted: int, guard_s: float = 60.0) -> None:
+    """Poll /health until it reads ``wanted`` (the guard only stops a hang)."""
+    deadline = time.monotonic() + guard_s
+    while _sessions(base) != wanted:
+        assert time.monotonic() < deadline, f"sessions stuck at {_sessions(base)}"
+        time.sleep(0.25)
+
+
+@pytest.mark.slow
+def test_real_offers_racing_past_the_limit_and_never_connecting(strict_server: str) -> None:
+    """12 real offers at once: 2 calls, 10 clear 503s; the two never connect and are freed."""
+
+    async def race() -> list[httpx.Response]:
+        prepared = [await _offer_body() for _ in range(12)]
+        try:
+            async with httpx.AsyncClient(timeout=60) as http:
+                return list(
+                    await asyncio.gather(
+                        *(
+                            http.post(f"{strict_server}/api/v1/rtc/offer", json=body)
+                            for _, body in prepared
+                        )
+                    )
+                )
+        finally:
+            for pc, _ in prepared:
+                await pc.close()  # before any answer is applied: ICE never starts
+
+    _wait_sessions(strict_server, 0)
+    responses = asyncio.run(race())
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [200, 200] + [503] * 10, [r.text[:200] for r in responses]
+    assert all("the limit is 2" in r.json()["error"] for r in responses if r.status_code == 503)
+    assert _sessions(strict_server) == 2
+    _wait_sessions(strict_server, 0)  # the connect limit (3 s here) frees both slots
+
+
+@pytest.mark.slow
+def test_a_connected_client_that_sends_no_media_is_closed(strict_server: str) -> None:
+    from realtime_avatar.evaluate.rtc_client import AvatarCall
+
+    async def call_then_mute() -> None:
+        call = AvatarCall(strict_server, [], measure_mouth=False)
+        await call.start()
+        try:
+            assert _sessions(strict_server) == 1
+            assert call.mic is not None
+
+            async def never() -> Any:
+                await asyncio.Future()  # the mic hands over nothing: no RTP goes out
+
+            call.mic.recv = never  # type: ignore[method-assign]
+            deadline = time.monotonic() + 60
+            while _sessions(strict_server) != 0:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.25)
+        finally:
+            await call.close()
+
+    _wait_sessions(strict_server, 0)
+    asyncio.run(call_then_mute())
+
+
+_VANISHING_CLIENT = """
+import asyncio, sys, time
+from realtime_avatar.evaluate.rtc_client import AvatarCall
+
+async def main():
+    call = AvatarCall(sys.argv[1], [], measure_mouth=False)
+    await call.start()
+    print("connected", flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+def test_a_client_that_vanishes_frees_its_slot(strict_server: str) -> None:
+    """A client killed mid-call (no goodbye, no DTLS close) is noticed by its silence."""
+    _wait_sessions(strict_server, 0)
+    client = subprocess.Popen(
+        [sys.executable, "-c", _VANISHING_CLIENT, strict_server],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert client.stdout is not None
+        line = client.stdout.readline()
+        assert line.strip() == "connected", line + client.stdout.read()[-2000:]
+        assert _sessions(strict_server) == 1
+        client.kill()
+        client.wait(timeout=10)
+        _wait_sessions(strict_server, 0)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_a_real_server_refuses_a_foreign_host_and_origin(strict_server: str) -> None:
+    assert httpx.get(strict_server, headers={"Host": "evil.example"}).status_code == 421
+    res = httpx.post(
+        f"{strict_server}/api/v1/rtc/offer",
+        headers={"Origin": "https://evil.example"},
+        json={"sdp": FAKE_SDP},
+    )
+    assert res.status_code == 403
+    huge = httpx.post(
+        f"{strict_server}/api/v1/rtc/offer",
+        content=b"{" + b" " * 10_000_000 + b"}",
+        headers={"Content-Type": "application/json"},
+    )
+    assert huge.status_code == 413 and len(huge.content) < 200

@@ -197,6 +197,10 @@ class RtcSession:
             while not self._closed:
                 frame = await track.recv()
                 assert isinstance(frame, av.AudioFrame)
+                if self._last_mic is not None and log.isEnabledFor(logging.DEBUG):
+                    gap_s = time.monotonic() - self._last_mic
+                    if gap_s > 1.0:
+                        log.debug("mic: %.1f s since the last packet", gap_s)
                 self._last_mic = time.monotonic()
                 for out in resampler.resample(frame):
                     pcm = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
@@ -302,8 +306,13 @@ class RtcSession:
                 task.cancel()
         self.video.offer(None)
         self.audio.offer(None)
-        await self.session.close()
-        with contextlib.suppress(Exception):
-            await self.pc.close()
-        self._render_pool.shutdown(wait=False, cancel_futures=True)
-        self._on_closed(self, reason)
+        # Whatever fails on the way, the slot is given back and the threads end.
+        try:
+            await self.session.close()
+        except Exception:  # noqa: BLE001
+            log.exception("closing the conversation failed")
+        finally:
+            with contextlib.suppress(Exception):
+                await self.pc.close()
+            self._render_pool.shutdown(wait=False, cancel_futures=True)
+            self._on_closed(self, reason)
