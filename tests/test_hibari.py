@@ -129,9 +129,10 @@ def test_hibari_timings_cover_the_audio(hibari: HibariSynthesizer) -> None:
     assert "ˈaɪ" in phonemes or "aɪ" in phonemes  # "quiet": misaki's I as IPA
     assert not set("AIOWYʤʧ") & set("".join(phonemes)), "misaki letters left in the IPA"
     # The model's durations: speech sits inside the spoken phonemes, silence in the pads.
+    # Its ~0.35 s opening pad is shortened, so clauses of a reply follow without a gap.
     rate = speech.sample_rate_hz
     lead = speech.phonemes[0]
-    assert lead.end_s > 0.1
+    assert 0.04 <= lead.end_s <= 0.2
     assert np.sqrt(np.mean(speech.pcm[: int(lead.end_s * rate * 0.8)] ** 2)) < 0.005
     spoken = speech.pcm[int(lead.end_s * rate) : int(speech.phonemes[-1].start_s * rate)]
     assert np.sqrt(np.mean(spoken**2)) > 0.05

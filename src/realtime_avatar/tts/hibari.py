@@ -45,6 +45,10 @@ _MAX_PHONEMES = 400  # hibari's limit per model call; longer sentences split at 
 _CLAUSE = re.compile(r"(?<=[,;:—])\s+")
 _PEAK = 0.9  # normalise to this peak, as Piper does: headroom for the resampler after
 _SEED = 0  # the noise branch is seeded so the same text gives the same samples
+# The model opens every call with ~0.35 s of silence (Piper: ~0.05 s). Each clause of a
+# reply is one call, so that would put a long gap before every clause: keep this much.
+_LEAD_KEEP_S = 0.05
+_AUDIBLE_RATIO = 0.01  # quieter than this fraction of the peak is silence (-40 dB)
 
 # A word gap is usually co-articulation, not silence (the same rule as Piper's).
 _MIN_PAUSE_S = 0.03
@@ -431,7 +435,8 @@ class HibariSynthesizer:
                 counts = _estimate_samples(symbols, len(audio))
         else:
             counts = _estimate_samples(symbols, len(audio))
-        return audio, symbols, _fit_to_length(counts, len(audio))
+        counts = _fit_to_length(counts, len(audio))
+        return _shorten_lead(audio, counts), symbols, counts
 
     def _words(
         self, loaded: _LoadedModel, text: str, symbols: list[str], samples: list[int]
@@ -468,6 +473,25 @@ class HibariSynthesizer:
             WordTiming(w, float(bounds[i]) / rate, float(bounds[i + 1]) / rate)
             for i, w in enumerate(words)
         ]
+
+
+def _shorten_lead(audio: np.ndarray, counts: list[int]) -> np.ndarray:
+    """Cut the opening pad (``counts[0]``; ``counts`` change in place) to ``_LEAD_KEEP_S``.
+
+    The first phoneme's sound can start before its predicted start (a fricative, a voiced
+    onset), inside the pad: the pad then ends where the sound starts, so that what the
+    speech stage trims as silence is silent."""
+    if len(counts) < 2 or not audio.size:
+        return audio
+    peak = float(np.max(np.abs(audio)))
+    audible = np.flatnonzero(np.abs(audio) > _AUDIBLE_RATIO * peak)
+    onset = int(audible[0]) if audible.size else len(audio)
+    if onset < counts[0]:
+        counts[1] += counts[0] - onset
+        counts[0] = onset
+    cut = max(0, counts[0] - int(_LEAD_KEEP_S * SAMPLE_RATE_HZ))
+    counts[0] -= cut
+    return audio[cut:]
 
 
 def _estimate_samples(symbols: list[str], total: int) -> list[int]:
