@@ -107,13 +107,17 @@ def test_wire_keeps_unicode() -> None:
         '{"type": "status"}',  # missing fields
         '{"type": "status", "state": "dancing", "turn_id": 1}',
         '{"type": "turn", "turn_id": "x"}',
-        '{"type": "interrupted", "turn_id": 1, "extra": true}',
         {"type": "media"},
     ],
 )
 def test_parse_event_refuses_garbage(message: Any) -> None:
     with pytest.raises(EventError):
         parse_event(message)
+
+
+def test_fields_a_newer_server_adds_are_ignored() -> None:
+    event = parse_event('{"type": "interrupted", "turn_id": 1, "added_later": true}')
+    assert event == InterruptedEvent(turn_id=1)
 
 
 def test_client_messages() -> None:

@@ -22,7 +22,9 @@ AvatarState = Literal["listening", "thinking", "speaking"]
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # A reader ignores fields it does not know: a newer server may add one (as
+    # TurnEvent.end_of_turn was added) without breaking older pages, toolkits and benches.
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
 
 class StatusEvent(_Event):
