@@ -418,13 +418,20 @@ def test_leftovers_of_a_killed_register_are_cleaned(tmp_path: Path) -> None:
     alive = _fake_avatar(root / ".me-live5678", owner=os.getppid())  # a register at work
     fresh = _fake_avatar(root / ".me-new00000", manifest=False)  # just created: no owner yet
     old = _fake_avatar(root / ".me-old00000", manifest=False)
+    just_died = _fake_avatar(root / ".me-died0000", owner=_dead_pid())  # or another namespace
     stamp = time.time() - 2 * registry.STALE_STAGING_S
-    os.utime(old, (stamp, stamp))
+    for folder in (dead, old):
+        os.utime(folder, (stamp, stamp))
     # Never listed, even with a manifest inside, while still there.
     assert list_avatars(settings) == ["kept"]
     assert not dead.exists() and not old.exists()
-    assert alive.exists() and fresh.exists()
-    assert sorted(p.name for p in root.iterdir()) == [".me-live5678", ".me-new00000", "kept"]
+    assert alive.exists() and fresh.exists() and just_died.exists()
+    assert sorted(p.name for p in root.iterdir()) == [
+        ".me-died0000",
+        ".me-live5678",
+        ".me-new00000",
+        "kept",
+    ]
 
 
 def test_replace_killed_between_renames_restores_the_old_avatar(tmp_path: Path) -> None:
@@ -817,6 +824,12 @@ cli.main()
 """
 
 
+def _age(folder: Path, seconds: float) -> None:
+    """Make a folder look ``seconds`` old."""
+    stamp = time.time() - seconds
+    os.utime(folder, (stamp, stamp))
+
+
 def _register_signalled(
     sig: str, photo: Path, voice: Path, store: Path, force: bool = False
 ) -> subprocess.CompletedProcess[str]:
@@ -850,7 +863,9 @@ def test_signals_during_register_leave_whole_avatars_only(
     # it is never listed and the next command removes it.
     kill = _register_signalled("SIGKILL", photo, voice_wav, store)
     assert kill.returncode == -signal.SIGKILL
-    assert [p.name.startswith(".me-") for p in root.iterdir()] == [True]
+    left = list(root.iterdir())
+    assert [p.name.startswith(".me-") for p in left] == [True]
+    _age(left[0], registry.DEAD_OWNER_GRACE_S + 1)  # past the grace for other namespaces
     listed = _cli("list", data_dir=store)
     assert listed.returncode == 0 and "me" not in listed.stdout.split()
     assert list(root.iterdir()) == []
@@ -861,6 +876,8 @@ def test_signals_during_register_leave_whole_avatars_only(
     before = {p.name: p.read_bytes() for p in (root / "me").iterdir()}
     for sig in ("SIGTERM", "SIGKILL"):
         _register_signalled(sig, photo, voice_wav, store, force=True)
+        for folder in root.iterdir():
+            _age(folder, registry.DEAD_OWNER_GRACE_S + 1)
         _cli("list", data_dir=store)
         assert sorted(p.name for p in root.iterdir()) == ["me"]
         assert {p.name: p.read_bytes() for p in (root / "me").iterdir()} == before

@@ -52,6 +52,7 @@ OWNER = ".owner-pid"  # inside a staging folder: the process that is writing it
 # A register writes its hidden ".NAME-xxxx" staging folder in seconds; one whose writer has
 # died (or, without an owner file, one older than this) is a leftover of a killed register.
 STALE_STAGING_S = 600.0
+DEAD_OWNER_GRACE_S = 60.0
 TRASH_STALE_S = 60.0
 _LEFTOVER_RE = re.compile(r"^\.(?:trash-)?[a-z0-9][a-z0-9_-]{0,39}-")
 
@@ -152,7 +153,9 @@ def _is_stale(folder: Path, now: float) -> bool:
         owner = int((folder / OWNER).read_text(encoding="ascii").strip())
     except (OSError, ValueError):
         return age > STALE_STAGING_S
-    return owner != os.getpid() and not _pid_alive(owner)
+    # The grace period covers a writer in another pid namespace (a container), whose pid
+    # means nothing here: a live register touches its folder every few seconds at most.
+    return owner != os.getpid() and not _pid_alive(owner) and age > DEAD_OWNER_GRACE_S
 
 
 def clean_leftovers(root: Path) -> list[str]:
