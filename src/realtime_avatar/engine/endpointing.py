@@ -72,7 +72,10 @@ GUESSED_OBJECT = 0.2  # "about it": what the recognizer writes for a phrase cut 
 QUESTION = 0.92  # "?" from the recognizer, or 吗/呢
 SOFT_QUESTION = 0.75  # 吧
 FULL_STOP = 0.6  # the recognizer puts a full stop after fragments too: weak evidence
-NO_PUNCTUATION = 0.55
+# Whisper ends a complete sentence with a mark and often leaves a phrase cut off by a pause
+# without one ("I need to buy eggs milk"); a recognizer that never punctuates says nothing.
+NO_PUNCTUATION = 0.2
+NO_PUNCTUATION_UNPUNCTUATED = 0.55  # the recognizer writes no punctuation at all
 NO_WORDS = 0.5
 
 
@@ -264,12 +267,14 @@ def _punctuation_score(punct: str) -> tuple[float, str] | None:
     return None
 
 
-def _closing_score(punct: str) -> tuple[float, str]:
+def _closing_score(punct: str, punctuated: bool) -> tuple[float, str]:
     if "?" in punct:
         return QUESTION, "a question mark"
     if "." in punct or "!" in punct or "。" in punct:
         return FULL_STOP, "a full stop (weak: fragments get one too)"
-    return NO_PUNCTUATION, "no closing punctuation"
+    if not punctuated:
+        return NO_PUNCTUATION_UNPUNCTUATED, "no punctuation (the recognizer writes none)"
+    return NO_PUNCTUATION, "no closing punctuation (the recognizer's sign of a cut-off phrase)"
 
 
 def _latin_signals(
@@ -400,12 +405,17 @@ def _zh_closing(body: str, punct: str) -> tuple[float, str]:
         return QUESTION, "a question mark or question particle"
     if compact.endswith("吧"):
         return SOFT_QUESTION, "ends on the particle '吧'"
-    return _closing_score(punct)
+    # Whisper often leaves Mandarin unpunctuated: a missing mark says little there.
+    return _closing_score(punct, False)
 
 
-def words_finished(transcript: str, language: str) -> WordsVerdict:
+def words_finished(transcript: str, language: str, *, punctuated: bool = True) -> WordsVerdict:
     """How finished ``transcript`` sounds as a turn, in ``language`` (en, es, zh; others
-    are judged by English rules, or Mandarin ones when the text is mostly Han)."""
+    are judged by English rules, or Mandarin ones when the text is mostly Han).
+
+    ``punctuated``: the recognizer ends sentences with marks (Whisper), so a missing one
+    hints at a phrase cut short; False for one that never punctuates (PocketSphinx).
+    """
     text = unicodedata.normalize("NFKC", transcript).strip()
     if not _WORD_RE.search(text):
         return WordsVerdict(NO_WORDS, ("no words",))
@@ -422,7 +432,7 @@ def words_finished(transcript: str, language: str) -> WordsVerdict:
     else:
         rules = _EN if lang == "en" else _ES
         signals.extend(_latin_signals(body.lower(), text, rules, lang))
-        closing = _closing_score(punct)
+        closing = _closing_score(punct, punctuated)
     if signals:
         score = min(s for s, _ in signals)
         reasons = tuple(r for _, r in sorted(signals))
@@ -637,6 +647,7 @@ class TurnDecider:
         prosody_weight: float = PROSODY_WEIGHT,
         prosody_clip: float = PROSODY_CLIP,
         curve: float = CURVE,
+        punctuated: bool = True,
     ) -> None:
         self.prosody = prosody
         self.max_wait_ms = max_wait_ms
@@ -645,6 +656,7 @@ class TurnDecider:
         self.prosody_weight = prosody_weight
         self.prosody_clip = prosody_clip
         self.curve = curve
+        self.punctuated = punctuated  # the recognizer punctuates (see ``words_finished``)
 
     def confidence(self, words_score: float, prosody_score: float | None) -> float:
         """Combined P(finished): a weighted sum of the two log-odds (words alone if no model)."""
@@ -670,7 +682,7 @@ class TurnDecider:
         model reads the last 8 s); None or empty skips the model. ``silence_ms``: silence
         since the user stopped.
         """
-        verdict = words_finished(transcript, language)
+        verdict = words_finished(transcript, language, punctuated=self.punctuated)
         prosody_score: float | None = None
         prosody_ms: float | None = None
         audio = np.asarray(audio_16k if audio_16k is not None else (), dtype=np.float32)
@@ -714,4 +726,5 @@ def make_turn_decider(settings: Settings | None = None) -> TurnDecider:
         prosody,
         max_wait_ms=settings.turn_max_wait_ms,
         recheck_ms=settings.turn_recheck_ms,
+        punctuated=not settings.asr.startswith("pocketsphinx"),
     )
