@@ -247,6 +247,19 @@ def test_words_alone_without_a_model() -> None:
     assert 200.0 < plain.needed_silence_ms < 500.0
 
 
+class BrokenProsody:
+    name = "broken"
+
+    def complete_probability(self, audio_16k: np.ndarray) -> float:
+        raise RuntimeError("onnxruntime failed")
+
+
+def test_a_failing_model_falls_back_to_words() -> None:
+    decision = TurnDecider(BrokenProsody()).decide("Where do you live?", "en", AUDIO, 64.0)
+    assert decision.release and decision.prosody_score is None
+    assert "prosody model failed" in decision.reasons
+
+
 def test_no_audio_skips_the_model() -> None:
     prosody = FixedProsody(0.9)
     decision = TurnDecider(prosody).decide("Hello?", "en", None, silence_ms=100.0)
