@@ -45,8 +45,9 @@ def load_rgb(path: Path, max_pixels: int) -> np.ndarray:
                     )
                 kind = img.format or "unknown"
                 img.load()
-                upright = ImageOps.exif_transpose(img)
-                rgb = _to_rgb(upright)
+                # In place and without a needless convert: a big photo is not copied twice.
+                ImageOps.exif_transpose(img, in_place=True)
+                rgb = _to_rgb(img)
     except InvalidImageError:
         raise
     except UnidentifiedImageError:
@@ -63,7 +64,7 @@ def load_rgb(path: Path, max_pixels: int) -> np.ndarray:
             f"{path.name} looks like a {kind} image but cannot "
             f"be decoded ({exc}); the file may be truncated or damaged: export it again"
         ) from None
-    return np.asarray(rgb, dtype=np.uint8).copy()
+    return np.array(rgb, dtype=np.uint8)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -86,4 +87,4 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         rgba = img.convert("RGBA")
         backdrop = Image.new("RGBA", rgba.size, (*BACKDROP_RGB, 255))
         return Image.alpha_composite(backdrop, rgba).convert("RGB")
-    return img.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
