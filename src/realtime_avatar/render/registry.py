@@ -23,7 +23,13 @@ def _mesh2d(face: FaceImage, settings: Settings) -> Renderer:
     return AnimatedRenderer(Mesh2DRenderer(face.face_rgb, face.landmarks), name="mesh2d")
 
 
-RENDERERS: dict[str, RendererFactory] = {"mesh2d": _mesh2d}
+def _wav2lip(face: FaceImage, settings: Settings) -> Renderer:
+    from .wav2lip import build_wav2lip  # torch is imported only when this is chosen
+
+    return build_wav2lip(face, settings)
+
+
+RENDERERS: dict[str, RendererFactory] = {"mesh2d": _mesh2d, "wav2lip": _wav2lip}
 
 
 def register_renderer(name: str, factory: RendererFactory) -> None:
