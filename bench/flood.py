@@ -8,7 +8,11 @@ hits the server (all should be refused): their fps and voice-to-first-audio late
 phases show whether the flood touched them. The server's event-loop lag p99 comes from
 /metrics over the flood phase. Bounded: one server, 2 x N offers, about a minute.
 
+With --churn N it instead opens N short calls one after another and reports the server's
+RSS after each (do closed sessions give everything back?).
+
 Run: .venv/bin/python bench/flood.py --offers 50 [--max-sessions 2] [--json out.json]
+     .venv/bin/python bench/flood.py --churn 40 [--json out.json]
 """
 
 from __future__ import annotations
@@ -217,6 +221,29 @@ async def flood(base: str, pid: int, offers: int) -> dict[str, Any]:
     return out
 
 
+async def churn(base: str, pid: int, n: int) -> dict[str, Any]:
+    """``n`` short calls one after another (connect, 1 s, hang up): the server's RSS after each."""
+    rss: list[float] = []
+    async with httpx.AsyncClient(timeout=10) as http:
+        for _ in range(n):
+            call = AvatarCall(base, [], measure_mouth=False)
+            await call.start()
+            await asyncio.sleep(1.0)
+            await call.close()
+            deadline = time.monotonic() + 30
+            while (await http.get(f"{base}/health")).json()["sessions"]:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("a closed call still holds its slot after 30 s")
+                await asyncio.sleep(0.1)
+            rss.append(proc_stats(pid)[1])
+    return {
+        "churn_sessions": n,
+        "rss_mib_after_each": [round(r, 1) for r in rss],
+        "rss_mib_after_first": rss[0],
+        "rss_mib_after_last": rss[-1],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -225,6 +252,9 @@ def main() -> None:
     parser.add_argument("--max-sessions", type=int, default=2)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--log-dir", type=Path, help="keep the server's log here")
+    parser.add_argument(
+        "--churn", type=int, default=0, help="instead: N short calls in a row, RSS after each"
+    )
     parser.add_argument("--wave", metavar="URL", help=argparse.SUPPRESS)  # one wave at URL
     parser.add_argument("--delay", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -237,9 +267,16 @@ def main() -> None:
         ctx = BenchContext(data_dir, "quick", Path(work))
         ctx.default_avatar  # noqa: B018 - registered before the server starts
         env = {"AVATAR_MAX_SESSIONS": str(args.max_sessions), "AVATAR_LOG_LEVEL": "INFO"}
+        if args.churn:
+            env["AVATAR_OFFERS_PER_MINUTE"] = "600"  # one client opening calls in a row
         log_dir = args.log_dir or Path(work) / "logs"
         with running_server(data_dir, log_dir, **env) as server:
-            report = asyncio.run(asyncio.wait_for(flood(server.base_url, server.pid, offers), 300))
+            run = (
+                churn(server.base_url, server.pid, min(args.churn, 500))
+                if args.churn
+                else flood(server.base_url, server.pid, offers)
+            )
+            report = asyncio.run(asyncio.wait_for(run, 1800 if args.churn else 300))
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
