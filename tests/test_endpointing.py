@@ -81,6 +81,12 @@ UNFINISHED = [
     ("那个", "zh"),
     ("我买了苹果，梨，", "zh"),
     ("我的问题是", "zh"),
+    ("我想問你一下", "zh"),
+    ("啊", "zh"),
+    ("Can you help me with?", "en"),
+    ("Do you think that maybe?", "en"),
+    ("I was wondering it.", "en"),
+    ("Could you?", "en"),
     ("这是我们的", "zh"),
 ]
 
@@ -114,6 +120,9 @@ FINISHED = [
     ("这是谁的？", "zh"),
     ("好吧", "zh"),
     ("现在几点了?", "zh"),
+    ("明天會下雨嗎", "zh"),
+    ("Who did you go with?", "en"),
+    ("Maybe.", "en"),
 ]
 
 
@@ -476,17 +485,21 @@ def synthesize_item(item: tuple[str, int, str] | str) -> dict[str, Any]:
     return {"head": head, "full": full, "pause_ms": pause_ms}
 
 
-def transcribe(audio: np.ndarray) -> str:
-    """What the engine's recognizer peeks at a pause (tiny.en)."""
+def transcribe(audio: np.ndarray, language: str = "en") -> str:
+    """What the engine's recognizer peeks at a pause (tiny.en; Whisper base for es, zh)."""
     from realtime_avatar.asr.registry import recognizer_for_language
 
-    utterance = recognizer_for_language("en").start(0, "en")
+    utterance = recognizer_for_language(language).start(0, language)
     utterance.feed(np.concatenate([audio, np.zeros(int(FIRST_DECISION_MS * 16), np.float32)]))
     return utterance.peek().text
 
 
 def release_silence_ms(
-    decider: TurnDecider, text: str, prosody: dict[int, float], limit_ms: float | None
+    decider: TurnDecider,
+    text: str,
+    prosody: dict[int, float],
+    limit_ms: float | None,
+    language: str = "en",
 ) -> float | None:
     """The first grid silence at which ``decider`` releases (None: not before ``limit_ms``).
 
@@ -503,7 +516,7 @@ def release_silence_ms(
             words_weight=decider.words_weight,
             prosody_weight=decider.prosody_weight,
         )
-        if replay.decide(text, "en", AUDIO, float(silence)).release:
+        if replay.decide(text, language, AUDIO, float(silence)).release:
             return float(silence)
     return float(decider.max_wait_ms)
 
@@ -514,11 +527,15 @@ def score_pause_set(decider: TurnDecider, rows: list[dict[str, Any]]) -> dict[st
     for row in rows:
         if row["kind"] == "paused":
             pause = row["pause"]
-            cut = release_silence_ms(decider, pause["text"], pause["prosody"], row["pause_ms"])
+            cut = release_silence_ms(
+                decider, pause["text"], pause["prosody"], row["pause_ms"], row.get("language", "en")
+            )
             if cut is not None:
                 cut_ins.append(row["item"])
         end = row["end"]
-        released = release_silence_ms(decider, end["text"], end["prosody"], None)
+        released = release_silence_ms(
+            decider, end["text"], end["prosody"], None, row.get("language", "en")
+        )
         (paused_ms if row["kind"] == "paused" else complete_ms).append(released)
     return {
         "cut_ins": cut_ins,
@@ -621,6 +638,37 @@ def test_pause_set_few_cut_ins_and_complete_questions_released_early(smart_turn:
     assert sum(r <= FIRST_DECISION_MS for r in complete_release) >= len(COMPLETE) // 2
 
 
+def shared_pause_set_rows(model: Any) -> list[dict[str, Any]]:
+    """``pause_set_rows`` for the product's pause set (``evaluate/pauses.py``: en, es, zh)."""
+    from realtime_avatar.evaluate.pauses import load_items, render
+
+    rows: list[dict[str, Any]] = []
+    for item in load_items():
+        rendered = render(item, tail_ms=0)
+        pcm = rendered.pcm
+        kind = "paused" if item.has_pause else "complete"
+        row: dict[str, Any] = {
+            "kind": kind,
+            "item": item.id,
+            "pause_ms": item.pause_ms or None,
+            "language": item.language,
+        }
+        phases = [("end", pcm[: rendered.speech_end], None)]
+        if item.has_pause:
+            assert rendered.pause_start is not None
+            phases.insert(0, ("pause", pcm[: rendered.pause_start], item.pause_ms))
+        for phase, audio, limit in phases:
+            probs: dict[int, float] = {}
+            for silence in GRID_MS:
+                if limit is not None and silence >= limit:
+                    break
+                tail = np.zeros(int(silence * 16), np.float32)
+                probs[silence] = model.complete_probability(np.concatenate([audio, tail]))
+            row[phase] = {"text": transcribe(audio, item.language), "prosody": probs}
+        rows.append(row)
+    return rows
+
+
 def trade_off_table(rows: list[dict[str, Any]]) -> str:
     """Cut-ins against latency for each silence bound (Markdown), from ``pause_set_rows``."""
 
@@ -653,5 +701,11 @@ def trade_off_table(rows: list[dict[str, Any]]) -> str:
 
 
 if __name__ == "__main__":
-    # The trade-off curve over the pause set: .venv/bin/python tests/test_endpointing.py
-    print(trade_off_table(pause_set_rows(load_smart_turn())))
+    # The trade-off curves: .venv/bin/python tests/test_endpointing.py [shared]
+    import sys
+
+    smart = load_smart_turn()
+    if sys.argv[1:] == ["shared"]:
+        print(trade_off_table(shared_pause_set_rows(smart)))
+    else:
+        print(trade_off_table(pause_set_rows(smart)))

@@ -100,6 +100,7 @@ _EN = {
         "what where who whom which when why how do does did is are was were can could would "
         "will should have has"
     ),
+    "wh_word": _words("what where who whom which when why how"),
     # Verbs after which "that" opens a clause: "I think that", "I heard that".
     "that_verb": _words(
         "think know say said says believe hope mean sure guess feel realize realise heard "
@@ -131,6 +132,9 @@ _DISCOURSE_PHRASES = {
     "por supuesto",
     "claro que sí",
 }
+_HEDGES = _words("maybe perhaps quizás quizá tal")
+_EN_AUX = _words("do does did is are was were have has")
+_EN_PRONOUNS = _words("you i we they he she it")
 _EN_DUMMY_OBJECTS = _words("it this that them")
 _EN_PARTICLES = _words("after before in on around over")
 
@@ -148,6 +152,7 @@ _ES = {
     "modal": set(),
     "question_word": _words("qué dónde quién quiénes cuál cuáles cuándo cómo cuánto cuánta"),
     "that_verb": set(),
+    "wh_word": _words("qué dónde quién quiénes cuál cuáles cuándo cómo cuánto cuánta"),
     "discourse": _words("bueno sí si no pues entonces vale hola y pero gracias"),
     "list_join": _words("y e o u"),
 }
@@ -157,8 +162,9 @@ _EN_FRAMES = [
     r"(?:i|i'd|i would|i'd really|i would really) (?:like|love|want|wanted|wanna) to "
     r"(?:know|ask|hear|learn|understand)(?: you)?" + _EN_WH,
     r"i (?:want|wanted|wanna) to (?:know|ask)(?: you)?" + _EN_WH,
-    r"i (?:was|am|'m) (?:wondering|curious)(?: if| whether| about)?",
-    r"i'm (?:wondering|curious)(?: if| whether| about)?",
+    # "wondering it": Whisper's usual mishearing of "wondering if".
+    r"i (?:was|am|'m) (?:wondering|curious)(?: if| whether| about| it)?",
+    r"i'm (?:wondering|curious)(?: if| whether| about| it)?",
     r"i wonder" + _EN_WH,
     r"(?:can|could|would|will) you (?:please )?(?:tell|show|explain to|remind) me" + _EN_WH,
     r"(?:can|could|would|will) you (?:please )?explain" + _EN_WH,
@@ -184,6 +190,9 @@ _ZH_FRAMES = (
     "我想知道",
     "我想问",
     "我想问一下",
+    "我想问你",
+    "想问你一下",
+    "问你一下",
     "我想请问",
     "请问",
     "你能告诉我",
@@ -220,6 +229,12 @@ _ZH_CONJUNCTIONS = (
     "要是",
 )
 _ZH_FILLERS = ("嗯", "呃", "额", "那个", "就是", "那么", "嗯嗯", "这个嘛")
+_ZH_LONE_FILLERS = {"啊", "嗯", "呃", "额", "哦", "那个", "这个", "就是"}
+# Whisper often writes Mandarin in traditional characters: those the rules use, simplified.
+_ZH_SIMPLIFIED = str.maketrans(
+    "問們這個為還關於對從與雖並後請訴說嗎麼誰幾會題話給讓樣覺應該",
+    "问们这个为还关于对从与虽并后请诉说吗么谁几会题话给让样觉应该",
+)
 _ZH_COVERBS = ("把", "被", "关于", "对于", "从", "比", "向", "往", "对")
 _ZH_QUESTION_WORDS = ("谁", "什么", "哪", "怎么", "为什么", "几", "多少", "吗", "呢")
 
@@ -313,8 +328,12 @@ def _latin_signals(
         ):
             signals.append((FILLER, f"ends on the filler '{last}'"))
     is_question = first in rules["question_word"] or "¿" in original
-    if last in rules["preposition"] and not original.rstrip().endswith("?"):
-        if is_question:
+    wh_question = first in rules["wh_word"] or "¿" in original
+    asked = original.rstrip().endswith("?")
+    if last in rules["preposition"] and (not asked or not wh_question):
+        # A stranded preposition ends wh-questions ("Where are you from?"), not yes/no
+        # ones: "Can you help me with?" is a question cut short.
+        if is_question and not asked:
             signals.append((PREPOSITION_IN_QUESTION, f"a question ending on '{last}'"))
         else:
             signals.append((PREPOSITION, f"ends on the preposition '{last}'"))
@@ -336,6 +355,14 @@ def _latin_signals(
         signals.append(
             (GUESSED_OBJECT, f"ends on '{before} {last}' (often the recognizer's guess)")
         )
+    if last in _HEDGES and len(words) > 1:
+        # "Do you think that maybe": a hedge opens the clause it qualifies.
+        strong = before in rules["conjunction"] or before in ("that", "think", "and", "so")
+        signals.append(
+            (STRONG_UNFINISHED if strong else MODAL, f"ends on '{last}' with its clause to come")
+        )
+    if len(words) == 2 and first in rules["modal"] | _EN_AUX and last in _EN_PRONOUNS:
+        signals.append((MODAL, f"only '{first} {last}': the question's verb is to come"))
     if last == "that" and before in rules["that_verb"]:
         signals.append((STRONG_UNFINISHED, f"'{before} that' with its clause to come"))
     list_signal = _open_list(body, rules)
@@ -359,7 +386,9 @@ def _open_list(body: str, rules: dict[str, set[str]]) -> tuple[float, str] | Non
 
 def _zh_signals(body: str, punct: str) -> list[tuple[float, str]]:
     """Unfinished endings of Mandarin text (``body``: no end marks)."""
-    compact = re.sub(r"\s+", "", body)
+    compact = re.sub(r"\s+", "", body).translate(_ZH_SIMPLIFIED)
+    if compact in _ZH_LONE_FILLERS:
+        return [(FILLER, f"only the filler '{compact}'")]
     if not compact:
         return []
     signals: list[tuple[float, str]] = []
@@ -401,7 +430,7 @@ def _zh_signals(body: str, punct: str) -> list[tuple[float, str]]:
 
 
 def _zh_closing(body: str, punct: str) -> tuple[float, str]:
-    compact = re.sub(r"\s+", "", body)
+    compact = re.sub(r"\s+", "", body).translate(_ZH_SIMPLIFIED)
     if "?" in punct or compact.endswith(("吗", "呢", "么", "嘛")):
         return QUESTION, "a question mark or question particle"
     if compact.endswith("吧"):
