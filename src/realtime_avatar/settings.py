@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # WebRTC offers per client address: a burst, then this many a minute (429 past it).
     offer_burst: int = 5
     offers_per_minute: float = 12.0
+    # glibc heap arenas for the server's threads (fewer: memory freed by closed sessions
+    # is reused and trimmed instead of piling up); 0 leaves glibc's default (8 per core).
+    heap_arenas: int = 4
 
     # Live conversation.
     asr: str = "whisper-tiny-en"  # English default; es/zh/auto use the multilingual base

@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 
 GIL_SWITCH_S = 0.001  # Python's default is 5 ms
 M_ARENA_MAX = -8  # glibc's mallopt parameter
-HEAP_ARENAS = 4
 
 
 class Offer(BaseModel):
@@ -120,12 +119,12 @@ def _libc() -> Any:
     return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
 
 
-def _bound_heap_arenas() -> None:
+def _bound_heap_arenas(arenas: int) -> None:
     """Each session's threads (VAD, ASR, speech, render) take glibc heap arenas; freed
     memory stays in them, so RSS crept up session after session. Fewer arenas, shared."""
     libc = _libc()
-    if libc is not None:
-        libc.mallopt(M_ARENA_MAX, HEAP_ARENAS)
+    if libc is not None and arenas > 0:
+        libc.mallopt(M_ARENA_MAX, arenas)
 
 
 def _trim_heap() -> None:
@@ -184,7 +183,7 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fas
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        _bound_heap_arenas()
+        _bound_heap_arenas(settings.heap_arenas)
         if warm_up:
             await asyncio.to_thread(services.warm_up)
         lag_monitor = asyncio.ensure_future(_watch_loop_lag())
