@@ -87,6 +87,8 @@ UNFINISHED = [
     ("Do you think that maybe?", "en"),
     ("I was wondering it.", "en"),
     ("Could you?", "en"),
+    ("When I wake up in the morning.", "en"),
+    ("If it rains tomorrow", "en"),
     ("这是我们的", "zh"),
 ]
 
@@ -123,6 +125,9 @@ FINISHED = [
     ("明天會下雨嗎", "zh"),
     ("Who did you go with?", "en"),
     ("Maybe.", "en"),
+    ("When do you open?", "en"),
+    ("When I wake up, I drink coffee.", "en"),
+    ("If it rains, we stay home.", "en"),
 ]
 
 
@@ -569,7 +574,11 @@ def pause_set_rows(model: Any, items: list[Any] | None = None) -> list[dict[str,
 
 
 def simulate_pause(
-    decider: TurnDecider, text: str, audio: np.ndarray, limit_ms: float | None
+    decider: TurnDecider,
+    text: str,
+    audio: np.ndarray,
+    limit_ms: float | None,
+    language: str = "en",
 ) -> tuple[float | None, list[Decision]]:
     """Ask ``decider`` as the engine does: at the VAD's pause, then after each ``wait_ms``.
 
@@ -579,7 +588,7 @@ def simulate_pause(
     silence, decisions = FIRST_DECISION_MS, []
     while limit_ms is None or silence < limit_ms:
         tail = np.zeros(int(silence * 16), np.float32)
-        decision = decider.decide(text, "en", np.concatenate([audio, tail]), silence)
+        decision = decider.decide(text, language, np.concatenate([audio, tail]), silence)
         decisions.append(decision)
         if decision.release:
             return silence, decisions
@@ -644,7 +653,8 @@ def shared_pause_set_rows(model: Any) -> list[dict[str, Any]]:
 
     rows: list[dict[str, Any]] = []
     for item in load_items():
-        rendered = render(item, tail_ms=0)
+        with deterministic_piper():
+            rendered = render(item, tail_ms=0)
         pcm = rendered.pcm
         kind = "paused" if item.has_pause else "complete"
         row: dict[str, Any] = {
@@ -709,3 +719,36 @@ if __name__ == "__main__":
         print(trade_off_table(shared_pause_set_rows(smart)))
     else:
         print(trade_off_table(pause_set_rows(smart)))
+
+
+@pytest.mark.slow
+def test_product_pause_set_cut_ins_and_early_release(smart_turn: Any) -> None:
+    """The same on evaluate/pauses.py's set (en with Piper; es, zh with espeak-ng, heard by
+    Whisper base). Measured: 4 cut-ins of 25, where the recognizer or the robotic voice
+    made the words before the pause sound whole ("Could you?", "We are planning nay",
+    "Me gusta ir.", "我們明天可以去")."""
+    from realtime_avatar.evaluate.pauses import load_items, render
+
+    decider = TurnDecider(smart_turn)
+    cut_ins, complete_release = [], []
+    for item in load_items():
+        with deterministic_piper():
+            rendered = render(item, tail_ms=0)
+        if item.has_pause:
+            assert rendered.pause_start is not None
+            head = rendered.pcm[: rendered.pause_start]
+            released, decisions = simulate_pause(
+                decider, transcribe(head, item.language), head, item.pause_ms, item.language
+            )
+            if released is not None:
+                cut_ins.append((item.id, decisions[-1].transcript, released))
+        else:
+            whole = rendered.pcm[: rendered.speech_end]
+            released, _ = simulate_pause(
+                decider, transcribe(whole, item.language), whole, None, item.language
+            )
+            assert released is not None
+            complete_release.append(released)
+    # The target is 1 in 20; this guards what is reached (see the trade-off table).
+    assert len(cut_ins) <= 4, cut_ins
+    assert float(np.median(complete_release)) <= 100.0, complete_release

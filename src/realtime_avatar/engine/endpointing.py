@@ -133,6 +133,7 @@ _DISCOURSE_PHRASES = {
     "claro que sí",
 }
 _HEDGES = _words("maybe perhaps quizás quizá tal")
+_EN_SUBORDINATORS = _words("if because although though unless whenever while once since")
 _EN_AUX = _words("do does did is are was were have has")
 _EN_PRONOUNS = _words("you i we they he she it")
 _EN_DUMMY_OBJECTS = _words("it this that them")
@@ -363,6 +364,17 @@ def _latin_signals(
         )
     if len(words) == 2 and first in rules["modal"] | _EN_AUX and last in _EN_PRONOUNS:
         signals.append((MODAL, f"only '{first} {last}': the question's verb is to come"))
+    second = words[1] if len(words) > 1 else ""
+    if (
+        lang == "en"
+        and len(words) >= 3
+        and not asked
+        and "," not in original
+        and (first in _EN_SUBORDINATORS or (first == "when" and second in _EN_PRONOUNS))
+    ):
+        # "When I wake up in the morning": a clause that opens with a subordinator waits
+        # for its main clause ("When do you open?" is a question: an auxiliary follows).
+        signals.append((FILLER, f"a '{first}' clause with no main clause yet"))
     if last == "that" and before in rules["that_verb"]:
         signals.append((STRONG_UNFINISHED, f"'{before} that' with its clause to come"))
     list_signal = _open_list(body, rules)
