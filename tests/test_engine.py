@@ -288,13 +288,17 @@ async def test_a_recognizer_failure_reports_the_turn_and_keeps_listening(h: Harn
 async def test_the_client_leaving_mid_answer_stops_everything(h: Harness) -> None:
     h.responder.gate = asyncio.Event()
     await h.say("a long question")
-    await h.until(lambda: h.responder.calls != [])
-    await h.conv.close()
+    await h.until(lambda: any(e.final and e.role == "user" for e in h.of(TranscriptEvent)))
+    await h.conv.close()  # mid-answer: the reply is still being written
     h.responder.gate.set()
     await asyncio.sleep(0.01)
     assert not h.renderer.busy
     await h.conv.push_mic(CHUNK)  # a late packet after close is ignored
     assert h.vad.fed == 6
+    # The turn the caller hung up on is reported, cut off, and nothing is kept.
+    assert h.turns == [1]
+    assert h.of(TurnEvent)[-1].interrupted and h.conv._turns == {}
+    await h.conv.close()  # twice is harmless
 
 
 async def test_what_the_user_said_before_an_unheard_interruption_is_kept(h: Harness) -> None:

@@ -190,15 +190,26 @@ class Conversation:
 
     async def close(self) -> None:
         """Cancel work in flight and release the worker threads."""
+        if self._closed:
+            return
         self._closed = True
         self._drop_speculation()
-        if self._reply_task:
-            self._reply_task.cancel()
-        if self._asr_feeder_task:
-            self._asr_feeder_task.cancel()
+        tasks = [t for t in (self._reply_task, self._asr_feeder_task) if t is not None]
+        for task in tasks:
+            task.cancel()
         self.renderer.clear()
         for pool in (self._mic_pool, self._asr_pool, self._speech_pool, self._turn_pool):
             pool.shutdown(wait=False, cancel_futures=True)
+        # The reply's stream closes its backend when cancelled: let it, before closing it.
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # A turn the caller hung up on is still a turn: reported as cut off, then gone.
+        for record in list(self._turns.values()):
+            if record.user_text or record.heard_text:
+                record.interrupted = True
+                record.error = record.error or "the call ended"
+                record.turn_end = record.turn_end or self.clock()
+                self._finish_turn(record)
+        self._turns.clear()
         aclose = getattr(self.stages.responder, "aclose", None)
         if aclose is not None:
             try:
@@ -308,6 +319,16 @@ class Conversation:
             speculation = self._speculation
             transcript = ""
             language = self.language
+            audio = np.concatenate(list(self._heard)) if self._heard else None
+            silence_ms = (self._mic_s - silence_from_s) * 1000.0
+            # The model reads the audio while the recognizer decodes the words: the first
+            # decision waits for the slower of the two, not for both.
+            read_prosody = getattr(decider, "read_prosody", None)
+            prosody: asyncio.Future[Any] | None = None
+            if read_prosody is not None:
+                prosody = asyncio.ensure_future(
+                    self._off_loop(self._turn_pool, read_prosody, audio)
+                )
             if speculation is not None and speculation.peeked is not None:
                 try:
                     heard = await asyncio.shield(speculation.peeked)
@@ -316,11 +337,21 @@ class Conversation:
                 if heard is not None:
                     transcript = heard.text
                     language = heard.language if self.language == "auto" else self.language
-            audio = np.concatenate(list(self._heard)) if self._heard else None
-            silence_ms = (self._mic_s - silence_from_s) * 1000.0
-            decision = await self._off_loop(
-                self._turn_pool, decider.decide, transcript, language, audio, silence_ms
-            )
+            if prosody is None:
+                decision = await self._off_loop(
+                    self._turn_pool, decider.decide, transcript, language, audio, silence_ms
+                )
+            else:
+                reading = await prosody
+                decision = await self._off_loop(
+                    self._turn_pool,
+                    decider.decide,
+                    transcript,
+                    language,
+                    audio,
+                    silence_ms,
+                    reading,
+                )
         except Exception:  # noqa: BLE001 - a broken decider must not hang the turn
             log.exception("turn %d: end-of-turn decision failed; ending the turn", turn)
             decision = None

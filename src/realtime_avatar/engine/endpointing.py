@@ -670,6 +670,15 @@ class Decision:
         return record
 
 
+@dataclass(frozen=True)
+class ProsodyReading:
+    """The prosody model's P(finished) for some audio, and what it cost."""
+
+    score: float | None  # None: no model, no audio, or it failed
+    ms: float | None
+    failed: bool = False
+
+
 def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
@@ -714,28 +723,45 @@ class TurnDecider:
         """The silence a turn this likely finished needs: ``max_wait_ms * (1 - c) ** curve``."""
         return self.max_wait_ms * (1.0 - confidence) ** self.curve
 
+    def read_prosody(self, audio_16k: np.ndarray | None) -> ProsodyReading:
+        """The model's reading of how the audio ends (no model, or no audio: no score).
+
+        The engine takes it while the recognizer decodes the words, so that a decision
+        at the pause waits for the slower of the two, not for both.
+        """
+        audio = np.asarray(audio_16k if audio_16k is not None else (), dtype=np.float32)
+        if self.prosody is None or not audio.size:
+            return ProsodyReading(None, None)
+        began = time.perf_counter()
+        try:
+            score: float | None = self.prosody.complete_probability(audio)
+        except Exception:  # a model failure must not end the turn: words and silence
+            log.warning("end of turn: the prosody model failed", exc_info=True)
+            score = None
+        return ProsodyReading(score, (time.perf_counter() - began) * 1e3, failed=score is None)
+
     def decide(
-        self, transcript: str, language: str, audio_16k: np.ndarray | None, silence_ms: float
+        self,
+        transcript: str,
+        language: str,
+        audio_16k: np.ndarray | None,
+        silence_ms: float,
+        prosody: ProsodyReading | None = None,
     ) -> Decision:
         """Release now, or how long to wait before asking again.
 
         ``audio_16k``: the utterance so far at 16 kHz, its trailing silence included (the
         model reads the last 8 s); None or empty skips the model. ``silence_ms``: silence
-        since the user stopped.
+        since the user stopped. ``prosody``: the model's reading of that audio when it was
+        taken already (``read_prosody``).
         """
         verdict = words_finished(transcript, language, punctuated=self.punctuated)
-        prosody_score: float | None = None
-        prosody_ms: float | None = None
         audio = np.asarray(audio_16k if audio_16k is not None else (), dtype=np.float32)
+        reading = prosody if prosody is not None else self.read_prosody(audio)
+        prosody_score, prosody_ms = reading.score, reading.ms
         reasons = list(verdict.reasons)
-        if self.prosody is not None and audio.size:
-            began = time.perf_counter()
-            try:
-                prosody_score = self.prosody.complete_probability(audio)
-            except Exception:  # a model failure must not end the turn: words and silence
-                log.warning("end of turn: the prosody model failed", exc_info=True)
-                reasons.append("prosody model failed")
-            prosody_ms = (time.perf_counter() - began) * 1e3
+        if reading.failed:
+            reasons.append("prosody model failed")
         confidence = self.confidence(verdict.score, prosody_score)
         needed = self.needed_silence_ms(confidence)
         release = silence_ms >= needed or silence_ms >= self.max_wait_ms
