@@ -33,6 +33,7 @@ from scipy.signal import get_window, lfilter
 
 from ..constants import ASR_RATE_HZ, FPS, OUTPUT_RATE_HZ, SAMPLES_PER_FRAME
 from ..errors import ConfigurationError
+from ..face.landmarks import BROW_A, BROW_B
 from ..frames import AVFrame, Speech
 from ..media.audio import float_to_int16, resample
 from ..settings import Settings
@@ -53,6 +54,7 @@ PREEMPHASIS = 0.97
 REF_LEVEL_DB, MIN_LEVEL_DB = 20.0, -100.0
 MEL_MAX_ABS = 4.0  # the symmetric normalisation the checkpoints expect: [-4, 4]
 MEL_PER_FRAME = ASR_RATE_HZ / MEL_HOP / FPS  # 3.2
+FACE_MESH_POINTS = 468
 CHIN_PAD = 0.06  # of the face height below the chin, as the original pads its boxes
 FEATHER = 0.12  # of the box width/height over which the paste-back fades in
 DEFAULT_BATCH_FRAMES = 8
@@ -164,6 +166,11 @@ def face_box(landmarks: np.ndarray, size_px: int) -> FaceBox:
         raise ConfigurationError("the avatar has no usable face landmarks; register it again")
     x0, y0 = points.min(axis=0)
     x1, y1 = points.max(axis=0)
+    if len(points) >= FACE_MESH_POINTS:
+        # The checkpoints learnt face-detector boxes, which start mid-forehead rather than
+        # at the mesh's hairline: halfway up from the brows, so the blanked lower half
+        # starts near the nose as in training.
+        y0 = (y0 + points[BROW_A + BROW_B, 1].min()) / 2
     y1 += CHIN_PAD * (y1 - y0)
     box = FaceBox(
         int(np.clip(np.floor(x0), 0, size_px - 1)),
