@@ -77,6 +77,8 @@ LIVE_GROUPS: list[tuple[str, Group]] = [
     ("conversation", lazy(LIVE_MODULE, "conversation_figures")),
     ("fps", lazy(LIVE_MODULE, "fps_figures")),  # 1, 2 and 4 calls; peak RSS with 1 and 4
     ("soak", lazy(LIVE_MODULE, "soak_figures")),  # 2 min (quick) or 30 min (full): RSS flat
+    # the pause set: cut-ins and end of speech -> first answer audio, decide vs silence
+    ("turns", lazy("realtime_avatar.benchmark.turns", "turns_figures")),
 ]
 # ---------------------------------------------------------------------------------------
 
