@@ -217,7 +217,7 @@ def _error(path: Path | None, device: str = "cpu") -> str:
 
 def test_missing_or_unreadable_files_get_one_clear_line(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    assert "AVATAR_RENDERER_MODEL_PATH" in _error(None)
+    assert "AVATAR_WAV2LIP_CHECKPOINT" in _error(None)
     assert "does not exist" in _error(tmp_path / "nothing.pth")
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"<html>404 not found</html>" * 100)
@@ -288,3 +288,13 @@ def test_mel_windows_are_centred_on_their_frame() -> None:
     assert set(np.flatnonzero(loud > -MEL_MAX_ABS + 1)) == set(range(frame - 3, frame + 4))
     centre = windows[frame].max(axis=0)
     assert centre[6:10].min() > centre[[0, 15]].max()
+
+
+def test_avatar_wav2lip_checkpoint_names_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from realtime_avatar.settings import Settings
+
+    monkeypatch.setenv("AVATAR_WAV2LIP_CHECKPOINT", str(tmp_path / "nope_gan.pth"))
+    with pytest.raises(ConfigurationError, match="nope_gan.pth"):
+        create_renderer("wav2lip", _face(), Settings())

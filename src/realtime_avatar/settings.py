@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     render_size_px: int = RENDER_SIZE_PX
     renderer: str = "mesh2d"  # a name in render/registry.py RENDERERS
     renderer_model_path: Path | None = None  # weights a neural renderer loads (its own layout)
+    wav2lip_checkpoint: Path | None = None  # wav2lip.pth / wav2lip_gan.pth (issue's name)
     renderer_device: str = "cpu"  # "cpu" or "cuda[:N]" for renderers that can use a GPU
     voice_matcher: str = "world"
     tts_english: str = "piper"

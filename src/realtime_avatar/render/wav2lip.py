@@ -268,7 +268,7 @@ def checkpoint_weights(path: Path) -> dict[str, torch.Tensor]:
     what = f"the wav2lip checkpoint {path}"
     if not path.is_file():
         raise ConfigurationError(
-            f"{what} does not exist; set AVATAR_RENDERER_MODEL_PATH to wav2lip_gan.pth "
+            f"{what} does not exist; set AVATAR_WAV2LIP_CHECKPOINT to wav2lip_gan.pth "
             "or wav2lip.pth (see docs/MODELS.md)"
         )
     try:
@@ -331,7 +331,7 @@ def load_wav2lip(path: Path | None, device: str) -> Wav2Lip:
     """The generator from ``path`` on ``device``, loaded once per process and shared."""
     if path is None:
         raise ConfigurationError(
-            "AVATAR_RENDERER=wav2lip needs AVATAR_RENDERER_MODEL_PATH=/path/to/wav2lip_gan.pth "
+            "AVATAR_RENDERER=wav2lip needs AVATAR_WAV2LIP_CHECKPOINT=/path/to/wav2lip_gan.pth "
             "(see docs/MODELS.md)"
         )
     try:
@@ -487,5 +487,6 @@ class Wav2LipRenderer:
 
 def build_wav2lip(face: FaceImage, settings: Settings) -> Wav2LipRenderer:
     """The registry's factory: the model from the settings' path and device."""
-    model = load_wav2lip(settings.renderer_model_path, settings.renderer_device)
+    path = settings.wav2lip_checkpoint or settings.renderer_model_path
+    model = load_wav2lip(path, settings.renderer_device)
     return Wav2LipRenderer(face, model, device=check_device(settings.renderer_device))
