@@ -3,14 +3,12 @@
 The animator turns each pushed piece of speech into a mouth track (from its phoneme
 timings, or from the audio alone when the synthesizer gives none); idle motion (blinks,
 breathing, head motion) runs underneath, and the drawer renders one frame per tick. The
-lock only guards which frame comes next: drawing happens outside it, so ``push`` and
+queue and the clock are ``Playout``'s: drawing happens outside its lock, so ``push`` and
 ``clear`` from the event loop never wait for a frame to be drawn.
 """
 
 from __future__ import annotations
 
-import collections
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +20,7 @@ from ..constants import OUTPUT_RATE_HZ, SAMPLES_PER_FRAME
 from ..frames import AVFrame, Speech
 from ..media.audio import float_to_int16, resample
 from .base import FaceDrawer
+from .playout import Playout
 
 SILENCE = np.zeros(SAMPLES_PER_FRAME, np.int16)
 
@@ -33,7 +32,6 @@ class _Playing:
     turn_id: int
     audio: np.ndarray  # n_frames * SAMPLES_PER_FRAME int16
     mouth: np.ndarray  # n_frames x 4
-    next: int = 0
 
     @property
     def frames(self) -> int:
@@ -65,58 +63,26 @@ class AnimatedRenderer:
         self.name = name or drawer.name
         self.size_px = drawer.size_px
         self.idle = IdleMotion(seed)
-        self._lock = threading.Lock()
-        self._queue: collections.deque[Speech] = collections.deque()
-        self._playing: _Playing | None = None
-        self._starting: Speech | None = None  # taken from the queue, being cut into frames
-        self._cleared = 0  # clears so far: a piece cut across a clear is not installed
-        self._index = 0
+        self._playout: Playout[_Playing] = Playout(
+            lambda speech: cut_into_frames(speech, self.animator)
+        )
 
     def push(self, speech: Speech) -> None:
-        with self._lock:
-            self._queue.append(speech)
+        self._playout.push(speech)
 
     def clear(self) -> None:
-        with self._lock:
-            self._queue.clear()
-            self._playing = None
-            self._starting = None
-            self._cleared += 1
+        self._playout.clear()
 
     @property
     def busy(self) -> bool:
-        with self._lock:
-            return bool(self._queue) or self._playing is not None or self._starting is not None
+        return self._playout.busy
 
     @property
     def frame_index(self) -> int:
-        return self._index
+        return self._playout.frame_index
 
     def next_frame(self) -> AVFrame:
-        with self._lock:
-            index = self._index
-            # Counted before drawing: the index names frames to the client, and a barge-in
-            # during the draw must not make two frames share one.
-            self._index += 1
-            speech = None
-            if self._playing is None and self._queue:
-                speech = self._starting = self._queue.popleft()
-            cleared = self._cleared
-        if speech is not None:
-            # Cutting a piece (resampling, the mouth track) is the costly part of a start:
-            # done outside the lock, then installed unless a clear came meanwhile.
-            started = cut_into_frames(speech, self.animator)
-            with self._lock:
-                if self._cleared == cleared:
-                    self._playing, self._starting = started, None
-        with self._lock:
-            playing = self._playing
-            step = -1
-            if playing is not None:
-                step = playing.next
-                playing.next += 1
-                if playing.next >= playing.frames:
-                    self._playing = None
+        index, playing, step = self._playout.next()
         if playing is None:
             params = self.idle.params(index, None, 0)
             return AVFrame(0, index, self.drawer.render(params), SILENCE)

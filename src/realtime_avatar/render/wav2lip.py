@@ -20,7 +20,6 @@ needs it.
 
 from __future__ import annotations
 
-import collections
 import functools
 import threading
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from ..frames import AVFrame, Speech
 from ..media.audio import float_to_int16, resample
 from ..settings import Settings
 from .base import FaceImage
+from .playout import Playout
 
 if TYPE_CHECKING:
     import torch
@@ -371,7 +371,6 @@ class _Piece:
     audio: np.ndarray  # n_frames * SAMPLES_PER_FRAME int16 at 48 kHz
     mels: np.ndarray  # n_frames x 80 x 16
     images: list[np.ndarray | None] = field(default_factory=list)
-    next: int = 0
 
     @property
     def frames(self) -> int:
@@ -412,32 +411,21 @@ class Wav2LipRenderer:
         self.device = device
         self.batch_frames = max(int(batch_frames), 1)
         self._face = torch.from_numpy(face_input(self.photo, self.box)).to(device)
-        self._lock = threading.Lock()
-        self._queue: collections.deque[Speech] = collections.deque()
-        self._playing: _Piece | None = None
-        self._starting: Speech | None = None
-        self._cleared = 0
-        self._index = 0
+        self._playout: Playout[_Piece] = Playout(cut_speech)
 
     def push(self, speech: Speech) -> None:
-        with self._lock:
-            self._queue.append(speech)
+        self._playout.push(speech)
 
     def clear(self) -> None:
-        with self._lock:
-            self._queue.clear()
-            self._playing = None
-            self._starting = None
-            self._cleared += 1
+        self._playout.clear()
 
     @property
     def busy(self) -> bool:
-        with self._lock:
-            return bool(self._queue) or self._playing is not None or self._starting is not None
+        return self._playout.busy
 
     @property
     def frame_index(self) -> int:
-        return self._index
+        return self._playout.frame_index
 
     def render_batch(self, mels: np.ndarray) -> list[np.ndarray]:
         """One forward pass over B mel windows: B full frames (the photo, new mouth)."""
@@ -451,26 +439,7 @@ class Wav2LipRenderer:
         return [paste_back(self.photo, face, self.box, self.mask) for face in generated]
 
     def next_frame(self) -> AVFrame:
-        with self._lock:
-            index = self._index
-            self._index += 1  # counted before drawing, as in AnimatedRenderer
-            speech = None
-            if self._playing is None and self._queue:
-                speech = self._starting = self._queue.popleft()
-            cleared = self._cleared
-        if speech is not None:
-            started = cut_speech(speech)  # resampling and the mel: outside the lock
-            with self._lock:
-                if self._cleared == cleared:
-                    self._playing, self._starting = started, None
-        with self._lock:
-            playing = self._playing
-            step = -1
-            if playing is not None:
-                step = playing.next
-                playing.next += 1
-                if playing.next >= playing.frames:
-                    self._playing = None
+        index, playing, step = self._playout.next()
         if playing is None:
             return AVFrame(0, index, self.photo.copy(), SILENCE)
         image = playing.images[step]
