@@ -15,8 +15,11 @@ from realtime_avatar.evaluate.intelligibility import error_rate
 from realtime_avatar.settings import Settings
 from realtime_avatar.tts import hibari as hibari_module
 from realtime_avatar.tts.base import SynthCapabilities, Synthesizer
-from realtime_avatar.tts.hibari import HibariSynthesizer, phoneme_timings, to_ipa, word_spans
-from realtime_avatar.tts.piper import PiperSynthesizer, _fields, _length_delimited
+from realtime_avatar.tts.durations import fields as _fields
+from realtime_avatar.tts.durations import length_delimited as _length_delimited
+from realtime_avatar.tts.durations import word_spans
+from realtime_avatar.tts.hibari import HibariSynthesizer, phoneme_timings, to_ipa
+from realtime_avatar.tts.piper import PiperSynthesizer
 from realtime_avatar.tts.registry import get_synthesizer
 
 from .test_tts import assert_well_formed, text_words

@@ -17,6 +17,7 @@ from realtime_avatar.errors import (
 from realtime_avatar.evaluate.intelligibility import error_rate
 from realtime_avatar.frames import Speech
 from realtime_avatar.settings import Settings
+from realtime_avatar.tts import durations
 from realtime_avatar.tts import piper as piper_module
 from realtime_avatar.tts.base import SynthCapabilities, Synthesizer
 from realtime_avatar.tts.espeak import EspeakSynthesizer
@@ -128,17 +129,17 @@ def test_piper_user_errors(piper: PiperSynthesizer, tmp_path: Path) -> None:
 
 
 def test_duration_tensor_patch_on_a_tiny_graph() -> None:
-    field = piper_module._length_delimited
+    field = durations.length_delimited
     node = field(1, b"x") + field(2, b"w_ceil") + field(4, b"Ceil")
     graph = field(1, node) + field(12, field(1, b"output"))
     model = b"\x08\x07" + field(7, graph) + field(8, b"opset")  # ir_version, graph, opset
 
     patched = piper_module._expose_durations(model)
     view = memoryview(patched)
-    (graph_field,) = [f for f in piper_module._fields(view, 0, len(patched)) if f[0] == 7]
+    (graph_field,) = [f for f in durations.fields(view, 0, len(patched)) if f[0] == 7]
     outputs = [
         bytes(view[s:e])
-        for n, _, s, e, _ in piper_module._fields(view, graph_field[2], graph_field[3])
+        for n, _, s, e, _ in durations.fields(view, graph_field[2], graph_field[3])
         if n == 12
     ]
     assert outputs == [field(1, b"output"), field(1, b"w_ceil")]

@@ -6,9 +6,9 @@ voices are downloaded on first use, which a product that runs offline must never
 Phoneme timings come from the model's own duration predictor. The graph rounds and clips
 each phoneme's predicted length and casts it to integer frames (``Round -> Clip -> Cast``);
 that tensor is made a graph output here by the same protobuf wire-format edit the Piper
-synthesizer uses, so every phoneme id gets a whole number of 25 ms units (the decoder
-upsamples each unit to two 12.5 ms spectral frames, hop 300 at 24 kHz), and units times
-600 samples is exactly the audio length.
+synthesizer uses (``durations.with_graph_output``), so every phoneme id gets a whole number
+of 25 ms units (the decoder upsamples each unit to two 12.5 ms spectral frames, hop 300 at
+24 kHz), and units times 600 samples is exactly the audio length.
 
 hibari's G2P writes misaki's alphabet: one letter per phoneme, diphthongs as capitals
 (``A`` = eɪ, ``O`` = oʊ…), affricates as ligatures (``ʤ``). ``to_ipa`` maps those to the
@@ -22,7 +22,6 @@ import json
 import logging
 import re
 import threading
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,11 +32,18 @@ from ..frames import PhonemeTiming, Speech, WordTiming
 from ..text.chunker import normalize_for_speech
 from ..text.language import normalize_language_code
 from .base import SynthCapabilities, content_digest
-from .piper import _fields, _fit_to_length, _length_delimited, _text_words, _varint
+from .durations import (
+    SymbolSet,
+    estimate_samples,
+    fit_to_length,
+    graph_nodes,
+    with_graph_output,
+    word_timings,
+)
+from .durations import phoneme_timings as _group_phonemes
 
 _LOGGER = logging.getLogger(__name__)
 
-PAUSE = "_"  # the phoneme that stands for silence in every synthesizer
 VOICE = "heart"  # the one voice in the wheel; the others download, so they are refused
 SAMPLE_RATE_HZ = 24_000
 DURATION_UNIT_SAMPLES = 600  # one duration unit: two 12.5 ms frames, 25 ms at 24 kHz
@@ -50,11 +56,6 @@ _SEED = 0  # the noise branch is seeded so the same text gives the same samples
 _LEAD_KEEP_S = 0.05
 _AUDIBLE_RATIO = 0.01  # quieter than this fraction of the peak is silence (-40 dB)
 
-# A word gap is usually co-articulation, not silence (the same rule as Piper's).
-_MIN_PAUSE_S = 0.03
-_QUIET_RMS_RATIO = 0.15
-_STRESS = frozenset("ˈˌ")
-_SUFFIX_MARKS = frozenset("ːˑʰʲᵝ")  # length, aspiration, palatalisation: part of the phoneme
 
 # misaki letters that are not already espeak-ng IPA. Everything else (ə, ɹ, æ, ŋ…) is.
 _MISAKI_TO_IPA: dict[str, str] = {
@@ -81,9 +82,12 @@ def to_ipa(symbol: str) -> str:
     return _MISAKI_TO_IPA.get(symbol, symbol)
 
 
-def _is_separator(symbol: str) -> bool:
-    """Pads, word gaps and punctuation: anything that is not part of a spoken word."""
-    return symbol in ("^", "$", " ") or unicodedata.category(symbol[:1] or " ")[0] in "PZS"
+# One symbol per model id: misaki letters, read as IPA with ``to_ipa``.
+_SYMBOLS = SymbolSet(
+    vowels="AIOQWYaeiouæɑɒɔəɛɜɪʊʌɚᵊᵻ",
+    suffix_marks=frozenset("ːˑʰʲᵝ"),  # length, aspiration, palatalisation: part of the phoneme
+    to_ipa=to_ipa,
+)
 
 
 def phoneme_timings(
@@ -92,74 +96,7 @@ def phoneme_timings(
     """Group misaki symbols (one per model id, with their sample counts) into IPA phonemes
     with times: stress marks lead their vowel, length marks join the phoneme before, pads
     and punctuation are ``"_"`` and a word gap is ``"_"`` only where it is quiet."""
-    overall_rms = float(np.sqrt(np.mean(np.square(pcm)))) if pcm.size else 0.0
-
-    def is_gap(start: int, end: int) -> bool:
-        if (end - start) / sample_rate_hz < _MIN_PAUSE_S:
-            return False
-        rms = float(np.sqrt(np.mean(np.square(pcm[start:end])))) if end > start else 0.0
-        return rms < _QUIET_RMS_RATIO * overall_rms
-
-    merged: list[list] = []  # [phoneme, start_sample, end_sample]
-    prefix = ""  # stress marks waiting for their vowel
-    prefix_start = 0
-    position = 0
-    for symbol, count in zip(symbols, samples, strict=True):
-        start, position = position, position + count
-        if symbol in _STRESS:
-            if not prefix:
-                prefix_start = start
-            prefix += symbol
-            continue
-        if prefix:
-            start = prefix_start
-        if _is_separator(symbol):
-            voiced_gap = symbol == " " and not is_gap(start, position)
-            if merged and (merged[-1][0] == PAUSE or voiced_gap):
-                merged[-1][2] = position
-            else:
-                merged.append([PAUSE, start, position])
-            prefix = ""
-            continue
-        last = merged[-1] if merged else None
-        if (
-            last is not None
-            and last[0] != PAUSE
-            and not prefix
-            and (symbol in _SUFFIX_MARKS or unicodedata.combining(symbol))
-        ):
-            last[0] += symbol
-            last[2] = position
-            continue
-        merged.append([prefix + to_ipa(symbol), start, position])
-        prefix = ""
-    if prefix:  # a stress mark with nothing after it: its time goes to what came before
-        if merged:
-            merged[-1][2] = position
-        else:
-            merged.append([PAUSE, prefix_start, position])
-    return [
-        PhonemeTiming(phoneme, start / sample_rate_hz, end / sample_rate_hz)
-        for phoneme, start, end in merged
-    ]
-
-
-def word_spans(symbols: list[str], samples: list[int]) -> list[tuple[int, int]]:
-    """(start, end) sample of each run of non-separator symbols: the spoken words."""
-    spans: list[tuple[int, int]] = []
-    position = 0
-    word_start: int | None = None
-    for symbol, count in zip(symbols, samples, strict=True):
-        if _is_separator(symbol):
-            if word_start is not None:
-                spans.append((word_start, position))
-                word_start = None
-        elif word_start is None:
-            word_start = position
-        position += count
-    if word_start is not None:
-        spans.append((word_start, position))
-    return spans
+    return _group_phonemes(symbols, samples, sample_rate_hz, pcm, _SYMBOLS)
 
 
 # --------------------------------------------------------------------------------------
@@ -171,13 +108,7 @@ def _duration_tensor(view: memoryview, graph_start: int, graph_end: int) -> str:
     """Name of the integer frame counts: the ``Cast`` of the ``Clip`` of the ``Round``."""
     produced_by: dict[str, str] = {}
     consumers: dict[str, list[tuple[str, str]]] = {}  # input -> [(op, first output)]
-    for number, wire, start, end, _ in _fields(view, graph_start, graph_end):
-        if number != 1 or wire != 2:
-            continue
-        node = _fields(view, start, end)
-        op = b"".join(bytes(view[s:e]) for n, w, s, e, _ in node if n == 4 and w == 2).decode()
-        inputs = [bytes(view[s:e]).decode() for n, w, s, e, _ in node if n == 1 and w == 2]
-        outputs = [bytes(view[s:e]).decode() for n, w, s, e, _ in node if n == 2 and w == 2]
+    for op, inputs, outputs in graph_nodes(view, graph_start, graph_end):
         for name in outputs:
             produced_by[name] = op
         for name in inputs:
@@ -197,25 +128,8 @@ def _duration_tensor(view: memoryview, graph_start: int, graph_end: int) -> str:
 
 def expose_durations(model: bytes) -> tuple[bytes, str]:
     """The ONNX model with its per-phoneme frame counts as one more graph output, and the
-    name of that output (ModelProto.graph is field 7, GraphProto.output 12)."""
-    view = memoryview(model)
-    graphs = [f for f in _fields(view, 0, len(model)) if f[0] == 7 and f[1] == 2]
-    if len(graphs) != 1:
-        raise ValueError("no graph in the model")
-    _, _, graph_start, graph_end, graph_tag = graphs[0]
-    name = _duration_tensor(view, graph_start, graph_end)
-    extra = _length_delimited(12, _length_delimited(1, name.encode()))
-    graph_length = graph_end - graph_start + len(extra)
-    patched = b"".join(
-        [
-            view[:graph_tag],
-            _varint(7 << 3 | 2) + _varint(graph_length),
-            view[graph_start:graph_end],
-            extra,
-            view[graph_end:],
-        ]
-    )
-    return patched, name
+    name of that output."""
+    return with_graph_output(model, _duration_tensor)
 
 
 @dataclass
@@ -432,47 +346,20 @@ class HibariSynthesizer:
                     len(symbols),
                     len(audio),
                 )
-                counts = _estimate_samples(symbols, len(audio))
+                counts = estimate_samples(symbols, len(audio), _SYMBOLS)
         else:
-            counts = _estimate_samples(symbols, len(audio))
-        counts = _fit_to_length(counts, len(audio))
+            counts = estimate_samples(symbols, len(audio), _SYMBOLS)
+        counts = fit_to_length(counts, len(audio))
         return _shorten_lead(audio, counts), symbols, counts
 
     def _words(
         self, loaded: _LoadedModel, text: str, symbols: list[str], samples: list[int]
     ) -> list[WordTiming]:
-        """Match the phoneme stream's words to the text's words."""
-        spans = word_spans(symbols, samples)
-        words = _text_words(text)
-        rate = SAMPLE_RATE_HZ
-        if not spans or not words:
-            return []
-        if len(spans) == len(words):
-            return [
-                WordTiming(w, s / rate, e / rate) for w, (s, e) in zip(words, spans, strict=True)
-            ]
-        # The G2P expands numbers ("3.5" is three words): phonemize each text word alone to
-        # learn how many spoken words it became.
-        counts = []
-        for word in words:
-            flat = [c for piece in self._phonemize(loaded, word) for c in [*piece, " "]]
-            counts.append(max(1, len(word_spans(flat, [1] * len(flat)))))
-        if sum(counts) == len(spans):
-            out = []
-            index = 0
-            for word, count in zip(words, counts, strict=True):
-                first, last = spans[index], spans[index + count - 1]
-                out.append(WordTiming(word, first[0] / rate, last[1] / rate))
-                index += count
-            return out
-        # Last resort: share the spoken stretch out by word length.
-        start, end = spans[0][0], spans[-1][1]
-        weights = np.cumsum([0] + [len(w) for w in words], dtype=np.float64)
-        bounds = start + (end - start) * weights / weights[-1]
-        return [
-            WordTiming(w, float(bounds[i]) / rate, float(bounds[i + 1]) / rate)
-            for i, w in enumerate(words)
-        ]
+        """Match the phoneme stream's words to the text's words (the G2P expands numbers:
+        each text word is phonemized alone where the counts differ)."""
+        return word_timings(
+            text, symbols, samples, SAMPLE_RATE_HZ, lambda word: self._phonemize(loaded, word)
+        )
 
 
 def _shorten_lead(audio: np.ndarray, counts: list[int]) -> np.ndarray:
@@ -492,18 +379,3 @@ def _shorten_lead(audio: np.ndarray, counts: list[int]) -> np.ndarray:
     cut = max(0, counts[0] - int(_LEAD_KEEP_S * SAMPLE_RATE_HZ))
     counts[0] -= cut
     return audio[cut:]
-
-
-def _estimate_samples(symbols: list[str], total: int) -> list[int]:
-    """Without model durations: vowels twice as long as consonants, pauses in between."""
-    weights = []
-    for symbol in symbols:
-        if _is_separator(symbol):
-            weights.append(1.5)
-        elif symbol in _STRESS or symbol in _SUFFIX_MARKS or unicodedata.combining(symbol):
-            weights.append(0.3)
-        elif symbol in "AIOQWYaeiouæɑɒɔəɛɜɪʊʌɚᵊᵻ":
-            weights.append(2.0)
-        else:
-            weights.append(1.0)
-    return _fit_to_length([int(w * 1000) for w in weights], total)
