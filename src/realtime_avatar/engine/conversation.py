@@ -359,11 +359,13 @@ class Conversation:
             self._deciding = False
         if self._utterance is None or turn != self._utterance_turn:
             return  # the turn ended meanwhile (the cap, or the session)
-        if self._silence_from_s != silence_from_s:
-            return  # the user went on meanwhile
+        went_on = self._silence_from_s != silence_from_s
         record = self._turns.get(turn)
         if record is not None and decision is not None:
-            record.decisions = [*record.decisions[-(DECISIONS_KEPT - 1) :], decision.as_record()]
+            entry = {**decision.as_record(), **({"user_went_on": True} if went_on else {})}
+            record.decisions = [*record.decisions[-(DECISIONS_KEPT - 1) :], entry]
+        if went_on:
+            return  # the user spoke again while it was decided: the pause was not the end
         if decision is None or decision.release:
             self._on_speech_end(silence_from_s)
         else:
@@ -630,12 +632,14 @@ class Conversation:
             )  # fmt: skip
             if speech is None:
                 return
-            if not record.first_audio:
-                record.first_audio = self.clock()
             if speculation is not None:
                 await speculation.released.wait()  # the turn has not ended yet: hold
             if turn != self.turn_id:
                 return
+            # Marked when it could play: a held piece counts from its release, and a
+            # dropped speculation leaves no mark on the turn that goes on.
+            if not record.first_audio:
+                record.first_audio = self.clock()
             spoken.append(piece)
             self.renderer.push(speech)
 
