@@ -5,7 +5,7 @@ tensor inside the graph. This module holds what the two share:
 
 - exposing a duration tensor as one more graph output by editing the ONNX protobuf wire
   format in memory (we do not ship the ``onnx`` package): ``with_graph_output`` and the
-  wire-format helpers it uses;
+  wire-format helpers it uses, and ``duration_session`` that opens the patched model;
 - turning the per-id symbols and their sample counts into espeak-ng style IPA
   ``PhonemeTiming`` s (``phoneme_timings``) and the spoken words' sample spans
   (``word_spans``, ``word_timings``), with a ``SymbolSet`` saying how one model's symbols
@@ -15,14 +15,19 @@ tensor inside the graph. This module holds what the two share:
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..frames import PhonemeTiming, WordTiming
+
+_LOGGER = logging.getLogger(__name__)
 
 PAUSE = "_"  # the phoneme that stands for silence in every synthesizer
 
@@ -168,6 +173,50 @@ def with_graph_output(
         ]
     )
     return patched, name
+
+
+def duration_session(
+    model_path: Path,
+    find: Callable[[memoryview, int, int], str],
+    label: str,
+    **settings: object,
+) -> tuple[Any, str | None]:
+    """A one-thread CPU onnxruntime session on the model at ``model_path`` with the duration
+    tensor ``find`` names exposed, and that output's name (``None`` where the model gives no
+    durations: they are then estimated, and ``label`` names the model in the warning).
+
+    ``settings`` are further ``SessionOptions`` attributes (``enable_mem_reuse=False``)."""
+    import onnxruntime
+
+    model = model_path.read_bytes()
+    durations_output: str | None
+    try:
+        model, durations_output = with_graph_output(model, find)
+    except (ValueError, IndexError) as error:
+        _LOGGER.warning("%s %s gives no phoneme durations: %s", label, model_path, error)
+        durations_output = None
+    # One thread, no spinning: the machine has two cores shared by every stage, and a VITS
+    # pass on a sentence is short enough that a thread pool's wake-ups cost more than they
+    # save.
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    for name, value in settings.items():
+        setattr(options, name, value)
+    session = onnxruntime.InferenceSession(
+        model, sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    return session, durations_output
+
+
+def peak_normalized(pcm: np.ndarray, peak: float) -> np.ndarray:
+    """``pcm`` scaled so its largest sample is ``peak`` (silence is left as it is)."""
+    largest = float(np.max(np.abs(pcm))) if pcm.size else 0.0
+    if largest > 1e-6:
+        return (pcm * (peak / largest)).astype(np.float32)
+    return pcm
 
 
 # --------------------------------------------------------------------------------------

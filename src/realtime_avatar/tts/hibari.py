@@ -34,9 +34,11 @@ from ..text.language import normalize_language_code
 from .base import SynthCapabilities, content_digest
 from .durations import (
     SymbolSet,
+    duration_session,
     estimate_samples,
     fit_to_length,
     graph_nodes,
+    peak_normalized,
     with_graph_output,
     word_timings,
 )
@@ -150,25 +152,10 @@ def _load(model_path: Path, vocab_path: Path) -> _LoadedModel:
         cached = _MODELS.get(model_path)
         if cached is not None:
             return cached
-        import onnxruntime
         from hibari.g2p import G2P
 
-        model = model_path.read_bytes()
-        durations_output: str | None
-        try:
-            model, durations_output = expose_durations(model)
-        except (ValueError, IndexError) as error:
-            _LOGGER.warning("hibari model %s gives no phoneme durations: %s", model_path, error)
-            durations_output = None
-        # One thread, no spinning: the machine's cores are shared by every stage.
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        session = onnxruntime.InferenceSession(
-            model, sess_options=options, providers=["CPUExecutionProvider"]
+        session, durations_output = duration_session(
+            model_path, _duration_tensor, "hibari model", log_severity_level=3
         )
         with open(vocab_path, encoding="utf-8") as handle:
             vocab = {str(k): int(v) for k, v in json.load(handle).items()}
@@ -307,9 +294,7 @@ class HibariSynthesizer:
             pieces = [np.zeros(int(0.1 * SAMPLE_RATE_HZ), dtype=np.float32)]
             symbols, samples = ["^"], [len(pieces[0])]
         pcm = np.concatenate(pieces).astype(np.float32)
-        peak = float(np.max(np.abs(pcm))) if pcm.size else 0.0
-        if peak > 1e-6:
-            pcm = (pcm * (_PEAK / peak)).astype(np.float32)
+        pcm = peak_normalized(pcm, _PEAK)
         return Speech(
             turn_id=turn_id,
             text=spoken,

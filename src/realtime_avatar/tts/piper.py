@@ -30,9 +30,11 @@ from ..text.language import normalize_language_code
 from .base import SynthCapabilities, content_digest
 from .durations import (
     SymbolSet,
+    duration_session,
     estimate_samples,
     fit_to_length,
     graph_nodes,
+    peak_normalized,
     phoneme_timings,
     with_graph_output,
     word_timings,
@@ -106,33 +108,17 @@ def _load_voice(model_path: Path, config_path: Path) -> _LoadedVoice:
         if cached is not None:
             return cached
 
-        import onnxruntime
         from piper import PiperConfig, PiperVoice
 
         with open(config_path, encoding="utf-8") as handle:
             config = PiperConfig.from_dict(json.load(handle))
-        model = model_path.read_bytes()
-        try:
-            model = _expose_durations(model)
-            has_durations = True
-        except (ValueError, IndexError) as error:
-            _LOGGER.warning("Piper voice %s gives no phoneme durations: %s", model_path, error)
-            has_durations = False
-
-        # One thread: the machine has two cores shared by every stage, and a VITS pass on a
-        # sentence is short enough that a thread pool's wake-ups cost more than they save.
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # ONNX Runtime's buffer-reuse planner takes ~1 s on this VITS graph (2,700 nodes),
         # most of the voice's load time; without it synthesis is as fast, outputs are the
         # same and peak memory is no higher (measured up to a 20 s sentence).
-        options.enable_mem_reuse = False
-        session = onnxruntime.InferenceSession(
-            model, sess_options=options, providers=["CPUExecutionProvider"]
+        session, durations_output = duration_session(
+            model_path, _ceil_tensor, "Piper voice", enable_mem_reuse=False
         )
+        has_durations = durations_output is not None
         if len(session.get_outputs()) < 2:
             has_durations = False
         loaded = _LoadedVoice(
@@ -232,9 +218,7 @@ class PiperSynthesizer:
             pcm = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
             words = self._words(voice, spoken, symbols, samples)
 
-        peak = float(np.max(np.abs(pcm))) if pcm.size else 0.0
-        if peak > 1e-6:
-            pcm = (pcm * (_PEAK / peak)).astype(np.float32)
+        pcm = peak_normalized(pcm, _PEAK)
         return Speech(
             turn_id=turn_id,
             text=spoken,
