@@ -205,8 +205,9 @@ def _trimmed(text: str) -> np.ndarray:
 
 
 def test_a_pause_mid_question_is_not_the_end_of_the_turn(data_dir: Path) -> None:
-    # A 350 ms pause: past the VAD's 120 ms "pause" (a reply starts, held back) and short of
-    # its 700 ms end here. The held reply must be dropped unheard; one answer to both halves.
+    # Turns ended by silence (AVATAR_TURN_TAKING=silence). A 350 ms pause: past the VAD's
+    # 120 ms "pause" (a reply starts, held back) and short of its 700 ms end here. The held
+    # reply must be dropped unheard; one answer to both halves.
     gap = np.zeros(int(0.35 * MIC_RATE_HZ), np.float32)
     pcm = np.concatenate([_trimmed("What is your name"), gap, spoken("and where do you run?")])
     # The same audio through the same VAD settings pauses and resumes in the gap.
@@ -215,12 +216,29 @@ def test_a_pause_mid_question_is_not_the_end_of_the_turn(data_dir: Path) -> None
     kinds = [e.kind for e in vad.feed(resample(np.concatenate([lead, pcm]), MIC_RATE_HZ, 16000))]
     assert kinds[:3] == ["start", "pause", "resume"], kinds
     with running_server(
-        data_dir, AVATAR_VAD_MIN_SILENCE_MS="700", AVATAR_VAD_PAUSE_MS="120"
+        data_dir,
+        AVATAR_VAD_MIN_SILENCE_MS="700",
+        AVATAR_VAD_PAUSE_MS="120",
+        AVATAR_TURN_TAKING="silence",
     ) as base:
         asyncio.run(_one_turn_for_two_halves(base, pcm))
 
 
-async def _one_turn_for_two_halves(base: str, pcm: np.ndarray) -> None:
+def test_an_unfinished_sentence_waits_through_a_long_pause(data_dir: Path) -> None:
+    # Turns ended by decision (the default). "I was wondering if" then 800 ms of silence:
+    # far past the VAD's 300 ms end, which used to end the turn there. The words say the
+    # sentence is not done, so the avatar waits and answers the whole question once.
+    gap = np.zeros(int(0.8 * MIC_RATE_HZ), np.float32)
+    pcm = np.concatenate(
+        [_trimmed("I was wondering if"), gap, spoken("you could tell me your name?")]
+    )
+    with running_server(data_dir) as base:
+        asyncio.run(_one_turn_for_two_halves(base, pcm, words=("wondering", "name")))
+
+
+async def _one_turn_for_two_halves(
+    base: str, pcm: np.ndarray, words: tuple[str, str] = ("name", "run")
+) -> None:
     call = AvatarCall(base, [Clip(pcm, at_s=1.0)])
     await call.start()
     try:
@@ -232,7 +250,7 @@ async def _one_turn_for_two_halves(base: str, pcm: np.ndarray) -> None:
         finals = [e for _, e in call.record.of_type(TranscriptEvent) if _user_final(e)]
         assert len(finals) == 1, finals
         said = finals[0].text.lower()
-        assert "name" in said and "run" in said, said
+        assert all(word in said for word in words), said
         # The answer spoke to the whole question, and was prepared during the final pause.
         assert len(call.record.texts("avatar")) == 1
         assert turn.speculative
