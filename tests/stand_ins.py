@@ -70,6 +70,7 @@ class _Utterance:
         )
 
     def finish(self) -> Transcript:
+        self.recognizer.finishes += 1
         if self.recognizer.fail:
             raise RuntimeError("recognizer broke")
         return Transcript(self.turn_id, self.recognizer.text, True, "en")
@@ -85,6 +86,7 @@ class StubRecognizer:
         self.heard_at_pause: str | None = None
         self.fail = False
         self.peeks = 0
+        self.finishes = 0
         self.utterances: list[_Utterance] = []
 
     def languages(self) -> frozenset[str]:

@@ -355,6 +355,8 @@ async def test_a_finished_question_is_released_at_the_pause_before_the_vad_end()
     await h.until(lambda: bool(h.decider_asked(h)), pull=False)
     turn = await h.play_turn()
     assert turn.speculative and h.responder.calls == ["what is your name"]
+    # The decision was on the peek's words with only silence after: no second decode.
+    assert h.recognizer.finishes == 0
     assert turn.end_of_turn is not None
     assert turn.end_of_turn["release"] and turn.end_of_turn["transcript"] == "what is your name"
     assert turn.end_of_turn["silence_ms"] == pytest.approx(20.0)  # the chunk after the pause
@@ -378,6 +380,7 @@ async def test_an_unfinished_question_waits_through_the_vad_end_and_hears_the_re
     await h.mic("start", chunks=5)  # the rest of the question: the same utterance goes on
     assert h.conv.turn_id == 1
     decider.release_after_ms = 0
+    h.recognizer.heard_at_pause = None  # a peek now hears the whole sentence
     await h.mic("pause")
     turn = await h.play_turn()
     assert turn.turn_id == 1 and not turn.interrupted

@@ -367,7 +367,7 @@ class Conversation:
         if went_on:
             return  # the user spoke again while it was decided: the pause was not the end
         if decision is None or decision.release:
-            self._on_speech_end(silence_from_s)
+            self._on_speech_end(silence_from_s, heard_already=bool(transcript))
         else:
             self._next_check_s = silence_from_s + (silence_ms + decision.wait_ms) / 1000.0
 
@@ -463,7 +463,9 @@ class Conversation:
         if partial is not None and partial.text.strip() and turn == self.turn_id:
             self._emit(TranscriptEvent(role="user", text=partial.text, final=False, turn_id=turn))
 
-    def _on_speech_end(self, stream_time_s: float) -> None:
+    def _on_speech_end(self, stream_time_s: float, heard_already: bool = False) -> None:
+        """The turn is over: close the utterance and commit the reply. ``heard_already``:
+        the pause's peek heard everything said (only silence came after it)."""
         if self._utterance is None:
             return
         now = self.clock()
@@ -481,7 +483,7 @@ class Conversation:
         if speculation is not None and speculation.transcript is not None:
             record.heard_text = speculation.transcript.text.strip()
         self._reply_task = asyncio.ensure_future(
-            self._commit_turn(utterance, turn, feeder, speculation)
+            self._commit_turn(utterance, turn, feeder, speculation, heard_already)
         )
 
     # ------------------------------------------------------------------ speculation
@@ -520,6 +522,7 @@ class Conversation:
         turn: int,
         feeder: asyncio.Task[None],
         speculation: Speculation | None,
+        heard_already: bool = False,
     ) -> None:
         """The turn has ended: release the held reply if it heard the same, else reply now."""
 
@@ -528,10 +531,16 @@ class Conversation:
             return await self._off_loop(self._asr_pool, utterance.finish)
 
         if speculation is not None and speculation.task is not None:
-            try:
-                heard: Transcript | None = await final()
-            except Exception:  # noqa: BLE001 - the plain path below meets it again and says so
-                heard = None
+            heard: Transcript | None = None
+            if heard_already and speculation.transcript is not None:
+                # Ended by a decision on the peek's words, with only silence after them:
+                # decoding it all again (~100 ms) would hear the same words.
+                heard = speculation.transcript
+            else:
+                try:
+                    heard = await final()
+                except Exception:  # noqa: BLE001 - the plain path below meets it again
+                    heard = None
             task = speculation.task
             failed = task.done() and (task.cancelled() or task.exception() is not None)
             guessed = speculation.transcript
