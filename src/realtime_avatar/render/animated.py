@@ -20,7 +20,7 @@ from ..constants import OUTPUT_RATE_HZ, SAMPLES_PER_FRAME
 from ..frames import AVFrame, Speech
 from ..media.audio import float_to_int16, resample
 from .base import FaceDrawer
-from .playout import Playout
+from .playout import Playout, PlayoutRenderer
 
 SILENCE = np.zeros(SAMPLES_PER_FRAME, np.int16)
 
@@ -47,7 +47,7 @@ def cut_into_frames(speech: Speech, animator: Animator) -> _Playing:
     return _Playing(speech.turn_id, audio, animator.mouth_track(speech, n_frames))
 
 
-class AnimatedRenderer:
+class AnimatedRenderer(PlayoutRenderer[_Playing]):
     """A ``Renderer``: an animator and idle motion driving a ``FaceDrawer``."""
 
     def __init__(
@@ -66,20 +66,6 @@ class AnimatedRenderer:
         self._playout: Playout[_Playing] = Playout(
             lambda speech: cut_into_frames(speech, self.animator)
         )
-
-    def push(self, speech: Speech) -> None:
-        self._playout.push(speech)
-
-    def clear(self) -> None:
-        self._playout.clear()
-
-    @property
-    def busy(self) -> bool:
-        return self._playout.busy
-
-    @property
-    def frame_index(self) -> int:
-        return self._playout.frame_index
 
     def next_frame(self) -> AVFrame:
         index, playing, step = self._playout.next()

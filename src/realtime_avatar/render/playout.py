@@ -90,3 +90,28 @@ class Playout(Generic[P]):
                 if self._step >= playing.frames:
                     self._playing = None
         return index, playing, step
+
+
+class PlayoutRenderer(Generic[P]):
+    """The seam's ``push``, ``clear``, ``busy`` and ``frame_index``, answered by a
+    ``Playout``; a renderer sets ``self._playout`` and writes only ``next_frame``."""
+
+    _playout: Playout[P]
+
+    def push(self, speech: Speech) -> None:
+        """Queue speech to be spoken after what is queued already."""
+        self._playout.push(speech)
+
+    def clear(self) -> None:
+        """Drop everything queued or playing (barge-in): the next frame is idle."""
+        self._playout.clear()
+
+    @property
+    def busy(self) -> bool:
+        """Whether speech is queued or playing."""
+        return self._playout.busy
+
+    @property
+    def frame_index(self) -> int:
+        """The index the next frame will carry."""
+        return self._playout.frame_index

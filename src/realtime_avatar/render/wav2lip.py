@@ -37,7 +37,7 @@ from ..frames import AVFrame, Speech
 from ..media.audio import float_to_int16, resample
 from ..settings import Settings
 from .base import FaceImage
-from .playout import Playout
+from .playout import Playout, PlayoutRenderer
 
 if TYPE_CHECKING:
     import torch
@@ -388,7 +388,7 @@ def cut_speech(speech: Speech) -> _Piece:
     return _Piece(speech.turn_id, audio, mels, [None] * n_frames)
 
 
-class Wav2LipRenderer:
+class Wav2LipRenderer(PlayoutRenderer[_Piece]):
     """A ``Renderer``: the still photo, its mouth redrawn by Wav2Lip from the audio."""
 
     name = "wav2lip"
@@ -412,20 +412,6 @@ class Wav2LipRenderer:
         self.batch_frames = max(int(batch_frames), 1)
         self._face = torch.from_numpy(face_input(self.photo, self.box)).to(device)
         self._playout: Playout[_Piece] = Playout(cut_speech)
-
-    def push(self, speech: Speech) -> None:
-        self._playout.push(speech)
-
-    def clear(self) -> None:
-        self._playout.clear()
-
-    @property
-    def busy(self) -> bool:
-        return self._playout.busy
-
-    @property
-    def frame_index(self) -> int:
-        return self._playout.frame_index
 
     def render_batch(self, mels: np.ndarray) -> list[np.ndarray]:
         """One forward pass over B mel windows: B full frames (the photo, new mouth)."""
