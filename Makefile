@@ -3,7 +3,7 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMPS := .stamps
-APT_PACKAGES := ffmpeg espeak-ng chromium
+APT_PACKAGES := ffmpeg espeak-ng chromium redis-server
 # llama.cpp built for any x86-64 with AVX2: native builds crash on some CPUs (AMX).
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -29,7 +29,9 @@ lint: $(STAMPS)/dev
 
 deps: $(STAMPS)/dev
 
-$(STAMPS)/apt:
+# Re-checked when this file changes (a package added here reaches machines set up before);
+# the venv only needs it done first (order-only), so a re-check does not rebuild the venv.
+$(STAMPS)/apt: Makefile
 	@mkdir -p $(STAMPS)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -41,7 +43,7 @@ $(STAMPS)/apt:
 # The runtime: everything `avatar serve` and `avatar say` need, under the verified pins.
 # pipecat-ai comes --no-deps, for the end-of-turn model its wheel ships (smart-turn v3.2
 # ONNX, BSD-2-Clause): engine/endpointing.py reads the file and imports nothing of pipecat.
-$(STAMPS)/venv: $(STAMPS)/apt pyproject.toml constraints.txt
+$(STAMPS)/venv: pyproject.toml constraints.txt | $(STAMPS)/apt
 	@mkdir -p $(STAMPS)
 	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q "pip>=24,<26"

@@ -25,6 +25,8 @@ SLOW_FIXTURES = {
     "default_avatar": "registers the default avatar",
     "fresh_data_dir": "registers the default avatar",
     "llama_server": "starts a llama.cpp server",
+    "redis_server": "starts a redis-server",
+    "redis_url": "starts a redis-server",
 }
 FAST_TIMEOUT_S = 60  # a fast test's limit; slow ones have the ini's `timeout`
 
