@@ -68,6 +68,17 @@ class Settings(BaseSettings):
     # is reused and trimmed instead of piling up); 0 leaves glibc's default (8 per core).
     heap_arenas: int = 4
 
+    # Video jobs (realtime_avatar.jobs). No Redis URL: jobs run in this process, one at a
+    # time. With one: the server enqueues on Redis and `avatar worker` processes run them;
+    # jobs_dir must then be the same folder (a shared mount) on the server and the workers.
+    redis_url: str | None = None
+    jobs_dir: Path | None = None  # default: <data_dir>/videos
+    job_max_text_chars: int = 5000  # a script longer than this is refused (422)
+    job_max_queued: int = 8  # queued or running jobs per token (429 past it)
+    job_timeout_s: float = 900.0  # one attempt at a job that runs longer fails, "timed out"
+    # A worker that stops beating this long is dead: its job goes back to the queue.
+    job_heartbeat_timeout_s: float = 30.0
+
     # Live conversation.
     asr: str = "whisper-tiny-en"  # English default; es/zh/auto use the multilingual base
     asr_model_dir: Path | None = None  # a faster-whisper model folder the user brings
