@@ -67,6 +67,15 @@ class Settings(BaseSettings):
     # glibc heap arenas for the server's threads (fewer: memory freed by closed sessions
     # is reused and trimmed instead of piling up); 0 leaves glibc's default (8 per core).
     heap_arenas: int = 4
+    # Several nodes (server/cluster.py): with a Redis URL each `avatar serve` registers its
+    # load there, and an offer a full node cannot take is passed on to a node with room.
+    redis_url: str | None = None  # redis://host:6379/0; also the video-job queue's broker
+    public_url: str | None = None  # how peers reach this node; default http://HOST:PORT
+    node_id: str | None = None  # this node's name in Redis; default HOSTNAME:PORT
+    node_heartbeat_s: float = Field(default=2.0, gt=0)  # load re-published this often
+    node_ttl_s: float = Field(default=10.0, gt=0)  # a node silent this long is gone
+    # On SIGTERM: no new sessions; running ones may go on this long, then are closed.
+    drain_timeout_s: float = Field(default=30.0, ge=0)
 
     # Video jobs (realtime_avatar.jobs). No Redis URL: jobs run in this process, one at a
     # time. With one: the server enqueues on Redis and `avatar worker` processes run them;
