@@ -67,9 +67,9 @@ class Settings(BaseSettings):
     # glibc heap arenas for the server's threads (fewer: memory freed by closed sessions
     # is reused and trimmed instead of piling up); 0 leaves glibc's default (8 per core).
     heap_arenas: int = 4
-    # Several nodes (server/cluster.py): with a Redis URL each `avatar serve` registers its
-    # load there, and an offer a full node cannot take is passed on to a node with room.
-    redis_url: str | None = None  # redis://host:6379/0; also the video-job queue's broker
+    # Several nodes (server/cluster.py): with AVATAR_REDIS_URL (declared with the video jobs
+    # below) each `avatar serve` registers its load there, and an offer a full node cannot
+    # take is passed on to a node with room.
     public_url: str | None = None  # how peers reach this node; default http://HOST:PORT
     node_id: str | None = None  # this node's name in Redis; default HOSTNAME:PORT
     node_heartbeat_s: float = Field(default=2.0, gt=0)  # load re-published this often
