@@ -180,8 +180,13 @@ def render_audio(
     avatar_name: str = "default",
     settings: Settings | None = None,
     progress: Progress | None = None,
+    stream_path: Path | None = None,
 ) -> ScriptResult:
-    """Lip-sync a recording the user brings (no TTS, no timings): the renderer reads the audio."""
+    """Lip-sync a recording the user brings (no TTS, no timings): the renderer reads the audio.
+
+    With ``stream_path`` the MP4 is fragmented and grows there, readable while it renders
+    (``Mp4Writer``), and is renamed to ``out_path`` when complete.
+    """
     from ..avatars.registry import load_avatar
     from ..media.audio import decode_audio
     from ..media.mp4 import Mp4Writer, check_output_path
@@ -195,7 +200,9 @@ def render_audio(
     renderer = create_renderer(settings.renderer, avatar.face, settings)
     block = int(AUDIO_BLOCK_S * OUTPUT_RATE_HZ)
     size = renderer.size_px
-    with Mp4Writer(out_path, size, size, background_frames=ENCODE_AHEAD) as writer:
+    with Mp4Writer(
+        out_path, size, size, background_frames=ENCODE_AHEAD, stream_path=stream_path
+    ) as writer:
         for start in range(0, len(pcm), block):
             piece = Speech(0, "", "", pcm[start : start + block], OUTPUT_RATE_HZ)
             for frame in spoken_frames(renderer, piece):
@@ -240,8 +247,14 @@ def render_script(
     language: str = "auto",
     settings: Settings | None = None,
     progress: Progress | None = None,
+    stream_path: Path | None = None,
 ) -> ScriptResult:
-    """Speak ``text`` with the avatar into an MP4; memory stays flat with text length."""
+    """Speak ``text`` with the avatar into an MP4; memory stays flat with text length.
+
+    With ``stream_path`` the MP4 is fragmented and grows there, readable while it renders
+    (``Mp4Writer``), and is renamed to ``out_path`` when complete. ``progress`` is called
+    after each sentence; an exception it raises stops the work and removes the partial file.
+    """
     from ..media.mp4 import check_output_path
 
     started = time.perf_counter()
@@ -272,7 +285,9 @@ def render_script(
         done_chars = 0
         languages: list[str] = []
         size = renderer.size_px
-        with Mp4Writer(out_path, size, size, background_frames=ENCODE_AHEAD) as writer:
+        with Mp4Writer(
+            out_path, size, size, background_frames=ENCODE_AHEAD, stream_path=stream_path
+        ) as writer:
 
             def idle(count: int) -> None:
                 for _ in range(count):

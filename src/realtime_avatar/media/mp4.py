@@ -50,6 +50,16 @@ def _write_failed(path: Path, exc: OSError) -> OutputPathError:
     )
 
 
+# Fragmented MP4 for a file read while it is written: the header first (empty moov), a
+# fragment at each keyframe and at least every FRAGMENT_MS, each flushed to the file as
+# it is muxed, so a reader sees playable video about FRAGMENT_MS after the first frame.
+FRAGMENT_MS = 200
+FRAGMENTED_OPTIONS = {
+    "movflags": "frag_keyframe+empty_moov+default_base_moof",
+    "frag_duration": str(FRAGMENT_MS * 1000),
+    "flush_packets": "1",
+}
+
 _Item = tuple[np.ndarray, np.ndarray] | None  # (rgb, audio), or None: no more frames
 
 
@@ -62,13 +72,28 @@ class Mp4Writer:
     """
 
     def __init__(
-        self, path: Path, width: int, height: int, crf: int = 20, background_frames: int = 0
+        self,
+        path: Path,
+        width: int,
+        height: int,
+        crf: int = 20,
+        background_frames: int = 0,
+        *,
+        stream_path: Path | None = None,
     ) -> None:
         self.path = check_output_path(path)
+        # With a stream path the file is fragmented MP4 written there, where a reader can
+        # follow it while it grows (playable from its first fragment), then renamed to
+        # ``path`` when complete, like the temporary file otherwise.
+        self.fragmented = stream_path is not None
         try:
-            fd, tmp = tempfile.mkstemp(
-                prefix=f".{self.path.stem}-", suffix=".mp4.part", dir=self.path.parent
-            )
+            if stream_path is None:
+                fd, tmp = tempfile.mkstemp(
+                    prefix=f".{self.path.stem}-", suffix=".mp4.part", dir=self.path.parent
+                )
+            else:
+                tmp = str(stream_path)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         except OSError as exc:
             raise _write_failed(self.path, exc) from None
         os.close(fd)
@@ -82,7 +107,12 @@ class Mp4Writer:
         self._error: BaseException | None = None
         self._discard = False
         try:
-            self._container = av.open(str(self._tmp), mode="w", format="mp4")
+            self._container = av.open(
+                str(self._tmp),
+                mode="w",
+                format="mp4",
+                options=FRAGMENTED_OPTIONS if self.fragmented else None,
+            )
             video = self._container.add_stream("libx264", rate=FPS)
             video.width, video.height = width, height
             video.pix_fmt = "yuv420p"
@@ -95,8 +125,14 @@ class Mp4Writer:
                 # The worker is the encoder's one thread: the caller keeps the other core
                 # busy, and x264's own frame threads would only add overhead (~15% CPU).
                 options["threads"] = "1"
+            if self.fragmented:
+                # No B-frames or lookahead: each frame leaves the encoder at once, so the
+                # first fragment is out after FRAGMENT_MS of video, not half a second more.
+                options["tune"] = "stillimage,zerolatency"
             video.options = options
             video.codec_context.time_base = Fraction(1, FPS)
+            if self.fragmented:
+                video.codec_context.gop_size = FPS  # a keyframe every second
             audio = self._container.add_stream("aac", rate=OUTPUT_RATE_HZ)
             audio.layout = "mono"
             audio.bit_rate = 96_000

@@ -28,11 +28,13 @@ from .. import __version__
 from ..avatars.registry import list_avatars, load_avatar, validate_name
 from ..errors import AvatarError, ConfigurationError
 from ..events import ServerEvent, events_schema
+from ..jobs.service import VideoJobs
 from ..settings import Settings, get_settings
 from . import metrics
 from .guard import Guard, RateLimiter, is_loopback, retry_after, split_list
 from .live import LiveServices
 from .rtc import RtcSession
+from .videos_api import videos_router
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +176,7 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fas
             "set AVATAR_TOKEN to a secret first"
         )
     services = LiveServices(settings)
+    video_jobs = VideoJobs(settings)  # in-process, or on Redis with AVATAR_REDIS_URL
     sessions: set[RtcSession] = set()
     # Slots taken by offers still being answered: taken before the first await, so the
     # limit holds however many offers arrive at once.
@@ -187,6 +190,7 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fas
         if warm_up:
             await asyncio.to_thread(services.warm_up)
         lag_monitor = asyncio.ensure_future(_watch_loop_lag())
+        await asyncio.to_thread(video_jobs.start)
         # Render, encode and speech threads hold the GIL for up to the switch interval at a
         # time; the loop, which moves every packet, waits that long each time it wants it.
         switch_s = sys.getswitchinterval()
@@ -196,6 +200,7 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fas
         lag_monitor.cancel()
         await asyncio.gather(*(s.close("server stopping") for s in list(sessions)))
         services.close()
+        await asyncio.to_thread(video_jobs.close)
 
     app = FastAPI(title="realtime-avatar", version=__version__, lifespan=lifespan)
     app.state.services = services
@@ -240,6 +245,8 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fas
             raise AuthError(
                 "missing or wrong bearer token; send 'Authorization: Bearer <AVATAR_TOKEN>'"
             )
+
+    app.include_router(videos_router(video_jobs, settings, require_token))
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

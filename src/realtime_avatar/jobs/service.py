@@ -1,0 +1,218 @@
+"""Video jobs as the API sees them: validate, record, queue, look up, cancel, find the bytes.
+
+One object per server (``VideoJobs``), built from the settings: with no
+``AVATAR_REDIS_URL`` records live in SQLite under the jobs folder and jobs run on a thread
+of the server; with it, records live in Redis and jobs go to ``avatar worker`` processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from ..avatars.registry import avatars_dir, validate_name
+from ..constants import OUTPUT_RATE_HZ
+from ..engine.script import MAX_USER_AUDIO_S, check_script_text
+from ..errors import AvatarNotFoundError, InvalidAudioError, UnsupportedLanguageError
+from ..settings import Settings
+from ..text.language import resolve_language, script_language
+from ..text.chunker import split_sentences
+from .model import (
+    ACTIVE,
+    FINAL,
+    VIDEO_NAME,
+    JobConflictError,
+    JobLimitError,
+    JobNotFoundError,
+    JobQueueFullError,
+    JobRecord,
+    JobState,
+    check_job_id,
+)
+from .queue import InProcessQueue, JobQueue, RedisQueue
+from .runner import job_folder, jobs_root
+from .store import JobStore, RedisJobStore, SqliteJobStore, only_if
+
+log = logging.getLogger(__name__)
+
+AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".ogg", ".oga", ".opus", ".flac", ".webm", ".aac")
+LOCAL_OWNER = "local"  # jobs submitted when no token is set
+
+
+def owner_of(authorization: str | None) -> str:
+    """Who a request is, for the per-token queue limit: a hash of its bearer token."""
+    if not authorization:
+        return LOCAL_OWNER
+    return hashlib.sha256(authorization.encode()).hexdigest()[:16]
+
+
+class VideoJobs:
+    """The server's video jobs: store, queue and files."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.root = jobs_root(settings)
+        self.store: JobStore
+        self.queue: JobQueue
+        if settings.redis_url:
+            self.store = RedisJobStore(settings.redis_url)
+            self.queue = RedisQueue(settings)
+        else:
+            self.root.mkdir(parents=True, exist_ok=True)
+            sqlite = SqliteJobStore(self.root / "jobs.db")
+            self.store = sqlite
+            self.queue = InProcessQueue(sqlite, settings)
+
+    @property
+    def mode(self) -> str:
+        """``in-process`` or ``redis``."""
+        return self.queue.kind
+
+    def start(self) -> None:
+        """Make the folder and start the queue (the in-process one takes up left jobs)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.queue.start()
+
+    def close(self) -> None:
+        """Stop the queue (an in-process job goes back to queued) and the store."""
+        self.queue.close()
+        self.store.close()
+
+    # ------------------------------------------------------------------ submitting
+    def _check_avatar(self, avatar: str) -> str:
+        name = validate_name(avatar)
+        if name != "default" and not (avatars_dir(self.settings) / name).is_dir():
+            raise AvatarNotFoundError(
+                f"no avatar named {name!r}; list them with GET /api/v1/avatars or register one"
+            )
+        return name
+
+    def _check_room(self, owner: str) -> None:
+        active = self.store.count_active(owner)
+        if active >= self.settings.job_max_queued:
+            raise JobQueueFullError(
+                f"{active} video job(s) of yours are queued or running (the limit is "
+                f"{self.settings.job_max_queued}, AVATAR_JOB_MAX_QUEUED); wait for one to "
+                "finish or cancel one"
+            )
+
+    def submit_text(self, owner: str, text: str, avatar: str, language: str) -> JobRecord:
+        """Check a script job and queue it (the checks a worker would fail on, up front)."""
+        limit = self.settings.job_max_text_chars
+        if len(text) > limit:
+            raise JobLimitError(
+                f"the script has {len(text)} characters; the limit is {limit} "
+                "(AVATAR_JOB_MAX_TEXT_CHARS): split it into several videos"
+            )
+        clean = check_script_text(text)
+        name = self._check_avatar(avatar)
+        lang = (language or "auto").strip().lower()
+        if lang != "auto":
+            try:
+                lang = resolve_language(lang, clean)
+            except UnsupportedLanguageError as exc:  # its words name the CLI's flag
+                raise UnsupportedLanguageError(
+                    exc.message.replace("Pass --lang with", 'Set "language" to').replace(
+                        "--lang auto", '"auto"'
+                    )
+                ) from None
+        else:
+            for sentence in split_sentences(clean):
+                script_language(sentence)  # a script no voice reads: refused now
+        self._check_room(owner)
+        record = JobRecord.new("text", owner, name, lang, text=clean)
+        return self._queue(record)
+
+    def submit_audio(self, owner: str, upload: Path, filename: str, avatar: str) -> JobRecord:
+        """Queue a recording to lip-sync; ``upload`` (a temporary file) is moved in."""
+        from ..media.audio import decode_audio
+
+        name = self._check_avatar(avatar)
+        suffix = Path(filename or "").suffix.lower()
+        if suffix not in AUDIO_SUFFIXES:
+            suffix = ".bin"  # decoded by content; the name only keeps the extension
+        if upload.stat().st_size == 0:
+            raise InvalidAudioError("the uploaded audio file is empty; send a recording")
+        try:
+            pcm = decode_audio(upload, OUTPUT_RATE_HZ, max_s=MAX_USER_AUDIO_S + 1)
+        except InvalidAudioError as exc:  # name the file the user sent, not our temporary one
+            shown = Path(filename).name[:80] if filename else "the upload"
+            raise InvalidAudioError(exc.message.replace(upload.name, shown)) from None
+        if len(pcm) > MAX_USER_AUDIO_S * OUTPUT_RATE_HZ:
+            raise JobLimitError(
+                f"the recording is longer than {MAX_USER_AUDIO_S:.0f} s; cut it into parts"
+            )
+        self._check_room(owner)
+        record = JobRecord.new("audio", owner, name, "", audio_name=f"input{suffix}")
+        folder = job_folder(self.settings, record.id)
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(upload), folder / record.audio_name)
+        return self._queue(record)
+
+    def _queue(self, record: JobRecord) -> JobRecord:
+        self.store.create(record)
+        try:
+            self.queue.submit(record.id)
+        except Exception as exc:  # noqa: BLE001 - the broker is down: say so, keep no ghost
+            self.store.update(
+                record.id,
+                only_if(
+                    ACTIVE,
+                    {"state": JobState.FAILED, "error": "could not be queued",
+                     "finished_unix": time.time()},
+                ),
+            )
+            log.exception("queueing job %s failed", record.id)
+            raise JobConflictError(
+                f"the job queue is unreachable ({type(exc).__name__}); try again shortly"
+            ) from None
+        log.info("job %s queued (%s, %s)", record.id, record.kind, self.mode)
+        return record
+
+    # ------------------------------------------------------------------ reading
+    def get(self, job_id: str) -> JobRecord:
+        """A job's record, or a 404."""
+        record = self.store.get(check_job_id(job_id))
+        if record is None:
+            raise JobNotFoundError(f"no video job {job_id}; it may have been removed")
+        return record
+
+    def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a queued or running job (a running one stops after its sentence)."""
+        record = self.get(job_id)
+        if record.state in FINAL:
+            raise JobConflictError(
+                f"job {job_id} is already {record.state}; only queued or running jobs can be "
+                "cancelled"
+            )
+        cancelled = self.store.update(
+            job_id,
+            only_if(
+                ACTIVE,
+                {"state": JobState.CANCELLED, "finished_unix": time.time(),
+                 "error": "cancelled by request"},
+            ),
+        )
+        if cancelled is None:  # it finished in between
+            return self.get(job_id)
+        return cancelled
+
+    def video_path(self, record: JobRecord) -> Path:
+        """Where a done job's video is."""
+        return job_folder(self.settings, record.id) / VIDEO_NAME
+
+    def stream_path(self, record: JobRecord) -> Path | None:
+        """The growing file of the job's current attempt, if one is under way."""
+        if record.stream_name is None:
+            return None
+        return job_folder(self.settings, record.id) / record.stream_name
+
+    def heartbeat_age_s(self, record: JobRecord) -> float | None:
+        """Seconds since the job's worker last reported (None unless running)."""
+        if record.state is not JobState.RUNNING or record.heartbeat_unix is None:
+            return None
+        return max(time.time() - record.heartbeat_unix, 0.0)
+
