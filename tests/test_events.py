@@ -163,7 +163,7 @@ def test_served_schema_lists_every_type(tmp_path: Path) -> None:
     schema = _served_schema(tmp_path)
     assert schema == json.loads(json.dumps(events_schema()))
     assert _schema_types(schema, "server_event") == set(EVENT_TYPES)
-    assert _schema_types(schema, "client_message") == {"ping"}
+    assert _schema_types(schema, "client_message") == {"ping", "text", "interrupt"}
     mapping = schema["server_event"]["discriminator"]["mapping"]
     assert set(mapping) == set(EVENT_TYPES)
 

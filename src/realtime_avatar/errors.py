@@ -27,6 +27,12 @@ class AvatarExistsError(AvatarError):
     status_code = 409
 
 
+class ProtectedAvatarError(AvatarError):
+    """Deleting the shipped default avatar, which the server falls back on."""
+
+    status_code = 409
+
+
 class InvalidImageError(AvatarError):
     """The photo cannot be read, is too large, or has no usable face."""
 

@@ -120,7 +120,24 @@ class PingMessage(_Event):
     t: float | None = None
 
 
-ClientMessage = Annotated[PingMessage, Field(discriminator="type")]
+MAX_TYPED_CHARS = 2000  # a typed message: a few paragraphs at most
+
+
+class TextMessage(_Event):
+    """The user typed a message: answered as a spoken turn is (a barge-in if the avatar
+    speaks), with the same events."""
+
+    type: Literal["text"] = "text"
+    text: str = Field(min_length=1, max_length=MAX_TYPED_CHARS)
+
+
+class InterruptMessage(_Event):
+    """The user started typing over the avatar: it stops speaking, as when talked over."""
+
+    type: Literal["interrupt"] = "interrupt"
+
+
+ClientMessage = Annotated[PingMessage | TextMessage | InterruptMessage, Field(discriminator="type")]
 
 _SERVER_EVENTS: TypeAdapter[ServerEvent] = TypeAdapter(ServerEvent)
 _CLIENT_MESSAGES: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)

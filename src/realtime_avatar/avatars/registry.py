@@ -28,6 +28,7 @@ from ..errors import (
     InvalidImageError,
     InvalidNameError,
     InvalidTextError,
+    ProtectedAvatarError,
     StorageError,
 )
 from ..face.crop import crop_to_square, head_crop_box
@@ -432,6 +433,37 @@ def list_avatars(settings: Settings | None = None) -> list[str]:
     return sorted(
         p.name for p in root.iterdir() if NAME_RE.fullmatch(p.name) and (p / MANIFEST).is_file()
     )
+
+
+def delete_avatar(name: str, *, settings: Settings | None = None) -> None:
+    """Remove a registered avatar; the shipped default cannot be removed.
+
+    The folder is first renamed to a hidden ``.deleted-NAME-...`` folder (one atomic step:
+    the avatar is gone from every list at once), then removed; what an interrupted delete
+    leaves is a leftover that ``clean_leftovers`` removes, never a half-deleted avatar.
+    """
+    settings = settings or get_settings()
+    name = validate_name(name)
+    if name == DEFAULT_AVATAR:
+        raise ProtectedAvatarError(
+            "the default avatar ships with the program and cannot be deleted; "
+            "delete one you made instead"
+        )
+    root = avatars_dir(settings)
+    folder = root / name
+    if not (folder / MANIFEST).is_file():
+        known = ", ".join(n for n in list_avatars(settings) if n != DEFAULT_AVATAR) or "none"
+        raise AvatarNotFoundError(f"no avatar named {name!r} to delete (yours: {known})")
+    doomed = root / f".deleted-{name}-{int(time.time() * 1000)}"
+    try:
+        folder.rename(doomed)
+    except OSError as exc:
+        raise StorageError(
+            f"could not delete the avatar {name!r} ({exc.strerror or exc}); "
+            f"check that {root} is writable"
+        ) from None
+    shutil.rmtree(doomed, ignore_errors=True)
+    log.info("deleted avatar %s", name)
 
 
 def default_portrait() -> np.ndarray:

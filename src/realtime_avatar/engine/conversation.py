@@ -37,6 +37,7 @@ import numpy as np
 from ..asr.base import Recognizer, Utterance
 from ..constants import ASR_RATE_HZ
 from ..dialogue.base import DialogueError, Message, Responder
+from ..errors import AvatarError
 from ..events import (
     AvatarState,
     ErrorEvent,
@@ -48,6 +49,7 @@ from ..events import (
 from ..frames import AVFrame, Speech, Transcript
 from ..render.animated import SILENCE
 from ..render.base import Renderer
+from ..text.language import detect_language
 from ..vad.base import VoiceActivity
 from .clock import Clock, monotonic
 from .turns import Speculation, TurnRecord, later_for, same_words
@@ -61,12 +63,22 @@ HISTORY_TURNS = 8
 MAX_UTTERANCE_S = 30.0  # a user who never pauses is answered at this length
 DECISION_AUDIO_S = 8.0  # the end-of-turn model reads this much of the utterance
 DECISIONS_KEPT = 16  # per turn, in its record
+TYPED_LANGUAGES = ("en", "es", "zh")  # what a typed message may be answered in
 
 EventSink = Callable[[ServerEvent], None]
 T = TypeVar("T")
 
 
 BACKGROUND_NICENESS = 5  # measured: 4 talking sessions hold 25 fps with it, 23.7-25 without
+
+
+def typed_language(text: str) -> str:
+    """The language of a typed message, among those a conversation speaks (else English)."""
+    try:
+        language = detect_language(text)
+    except AvatarError:  # a script no voice speaks: answered in English
+        return "en"
+    return language if language in TYPED_LANGUAGES else "en"
 
 
 def lower_priority(niceness: int = BACKGROUND_NICENESS) -> None:
@@ -244,6 +256,51 @@ class Conversation:
     def speaking(self) -> bool:
         """Whether the avatar is playing (or about to play) an answer."""
         return self.renderer.busy
+
+    # ------------------------------------------------------------------ typed turns
+    def say_text(self, text: str) -> None:
+        """A typed message: a user turn with no audio, answered exactly as a spoken one
+        (same responder, speech, renderer and events). Typed over the avatar, it is a
+        barge-in; typed while the user was talking, that utterance is dropped."""
+        text = " ".join(text.split())
+        if self._closed or not text or self._loop is None:
+            return
+        replying = self._reply_task is not None and not self._reply_task.done()
+        if self.speaking or replying:
+            self._interrupt()
+        if self._utterance is not None:
+            self._abandon_utterance()
+        self.turn_id += 1
+        turn = self.turn_id
+        now = self.clock()
+        self._turns[turn] = TurnRecord(turn, speech_start=now, speech_end=now)
+
+        async def typed() -> Transcript:
+            language = self.language
+            if language == "auto":
+                language = await self._off_loop(self._asr_pool, typed_language, text)
+            return Transcript(turn, text, True, language)
+
+        self._reply_task = asyncio.ensure_future(self._run_turn(turn, typed, None))
+
+    def interrupt(self) -> None:
+        """The user cut in without a sound (started typing): stop speaking and listen."""
+        replying = self._reply_task is not None and not self._reply_task.done()
+        if self._closed or not (self.speaking or replying):
+            return
+        self._interrupt()
+        self.turn_id += 1  # frames drawn during the clear are silenced (see next_frame)
+        self._set_state("listening")
+
+    def _abandon_utterance(self) -> None:
+        """Drop the utterance being heard, unanswered (a typed message replaces it)."""
+        self._drop_speculation()
+        if self._asr_queue is not None:
+            self._asr_queue.put_nowait(None)  # the feeder drains and stops
+        self._turns.pop(self._utterance_turn, None)
+        self._utterance = None
+        self._asr_queue, self._asr_feeder_task = None, None
+        self._silence_from_s = None
 
     # ------------------------------------------------------------------ mic side
     async def push_mic(self, pcm_16k: np.ndarray) -> None:

@@ -31,6 +31,7 @@ from ..events import ServerEvent, events_schema
 from ..jobs.service import VideoJobs
 from ..settings import Settings, get_settings
 from . import metrics
+from .avatars_api import avatars_router
 from .guard import Guard, RateLimiter, is_loopback, retry_after, split_list
 from .live import LiveServices
 from .rtc import RtcSession
@@ -247,6 +248,8 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fas
             )
 
     app.include_router(videos_router(video_jobs, settings, require_token))
+
+    app.include_router(avatars_router(settings, require_token, services.forget_avatar))
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

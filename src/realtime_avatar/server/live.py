@@ -95,6 +95,12 @@ class LiveServices:
                 self._avatars[name] = load_avatar(name, settings=self.settings)
             return self._avatars[name]
 
+    def forget_avatar(self, name: str) -> None:
+        """Drop what is cached of an avatar that was made anew or deleted."""
+        with self._lock:
+            self._avatars.pop(name, None)
+            self._voices.pop(name, None)
+
     def _turn_decider(self) -> TurnDecider | None:
         """The end-of-turn decider all sessions share (its model loads once), or None when
         the settings end turns by silence alone."""

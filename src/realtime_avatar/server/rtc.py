@@ -27,10 +27,12 @@ from ..constants import (
 from ..engine.conversation import Conversation
 from ..events import (
     EventError,
+    InterruptMessage,
     MediaEvent,
     PingMessage,
     PongEvent,
     ServerEvent,
+    TextMessage,
     parse_client_message,
     to_json,
 )
@@ -189,6 +191,10 @@ class RtcSession:
             return
         if isinstance(data, PingMessage):
             self._send(PongEvent(t=data.t))
+        elif isinstance(data, TextMessage):
+            self.session.say_text(data.text)
+        elif isinstance(data, InterruptMessage):
+            self.session.interrupt()
 
     # ------------------------------------------------------------------ media
     async def _read_mic(self, track: MediaStreamTrack) -> None:
