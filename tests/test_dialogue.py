@@ -66,8 +66,9 @@ def _reply(responder: object, text: str, language: str = "en") -> list[str]:
 
 def test_persona_facts_leave_out_the_style_section(persona_text: str) -> None:
     facts = parse_persona(persona_text)
-    assert len(facts) == 6
-    assert all(fact.section == "Facts" for fact in facts)
+    assert len(facts) == 27  # nine facts, each in English, Spanish and Mandarin
+    assert [fact.section for fact in facts] == ["Facts"] * 9 + ["Datos"] * 9 + ["事实"] * 9
+    assert [fact.language for fact in facts] == ["en"] * 9 + ["es"] * 9 + ["zh"] * 9
     assert not any("brief and concrete" in fact.text for fact in facts)
 
 
@@ -96,12 +97,12 @@ def test_persona_answers_from_the_right_fact(
 @pytest.mark.parametrize(
     ("question", "language", "expected"),
     [
-        ("¿Cómo te llamas?", "es", "Me llamo Ava."),
+        ("¿Cómo te llamas?", "es", "Soy Ava,"),
         ("¿Dónde funcionas?", "es", "CPU"),
-        ("你叫什么名字？", "zh", "我叫Ava。"),
-        ("你会说什么语言？", "zh", "Mandarin"),
+        ("你叫什么名字？", "zh", "我是Ava，"),
+        ("你会说什么语言？", "zh", "普通话"),
         # The reply language is the argument's, whatever the question's language.
-        ("What is your name?", "es", "Me llamo Ava."),
+        ("What is your name?", "es", "Soy Ava,"),
     ],
 )
 def test_persona_answers_spanish_and_mandarin_questions(

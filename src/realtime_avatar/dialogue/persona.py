@@ -22,6 +22,22 @@ from dataclasses import dataclass, field
 
 from ..text.language import normalize_language_code
 from .base import Message
+from .lines import LINES
+from .topics import (
+    ABOUT,
+    HOBBIES,
+    HOW,
+    IDENTITY,
+    LANGUAGES,
+    ORIGIN,
+    REAL,
+    WHY,
+    WORK,
+    asked_topics,
+    fact_topics,
+    follow_up,
+    gives_a_reason,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -35,6 +51,17 @@ _MIN_SCORE = 0.4
 _SECOND_FACT_RATIO = 0.8  # a second fact is added only when nearly as good as the first
 _BM25_K1 = 1.2
 _BM25_B = 0.75
+# About two sentences: every reply is spoken, and the persona says "brief".
+_MAX_REPLY_CHARS = {"en": 260, "es": 280, "zh": 110}
+# What to say on a topic the persona has nothing on: an honest line, or a line about what
+# every avatar of this program does (its languages, how it works).
+_UNKNOWN = {
+    WORK: "unknown_work",
+    ORIGIN: "unknown_origin",
+    HOBBIES: "unknown_hobbies",
+    HOW: "how",
+    LANGUAGES: "languages",
+}
 
 # Headings whose bullets tell the avatar how to talk, not facts about it.
 _STYLE_HEADING = re.compile(
@@ -66,13 +93,16 @@ _ES_STOPWORDS = frozenset(
     """a al algo como con cual cuales cuando de del donde el ella ellas ellos en era eres es
     esa ese eso esta estas este esto estos fue ha han hay la las le les lo los mas me mi mis
     muy no nos o para pero por porque que quien quienes se si sin sobre son su sus tambien te
-    ti tu tus un una uno unos y ya yo puedes puedo dime decir sabes saber quieres""".split()
+    ti tu tus un una uno unos y ya yo puedes puedo dime decir sabes saber quieres necesitas
+    necesito necesita tienes tengo tiene usas usar""".split()
 )
 # Function characters that glue Chinese questions together ("你在哪里运行？"): dropped before
 # n-grams so that only content characters are matched.
 _ZH_STOP_CHARS = frozenset(
     "的了吗呢吧啊呀嘛么是在你您我他她它们什哪谁怎样这那个和与及也都就还很有吗请问告诉一下"
 )
+# Function words of two characters ("你需要联网吗？" asks about the network, not a need).
+_ZH_STOP_WORDS = ("需要", "可以", "能够", "什么", "怎么", "知道", "是不是", "有没有")
 
 # Bilingual synonyms: each surface form (English, Spanish without accents, or Chinese) maps
 # to canonical English stems. Facts are usually written in English, so this table is what
@@ -92,7 +122,7 @@ _add_synonyms(
 )
 _add_synonyms(
     ("run",), "run", "runs", "running", "hosted", "host", "work", "works", "working",
-    "funcionas", "funciona", "funcionar", "ejecutas", "corres", "运行", "跑", "工作",
+    "funcionas", "funciona", "funcionar", "funciono", "ejecutas", "corres", "运行", "跑", "工作",
 )  # fmt: skip
 _add_synonyms(
     ("computer",), "computer", "pc", "laptop", "machine", "device", "local", "locally",
@@ -110,7 +140,8 @@ _add_synonyms(
     "下载", "安装",
 )  # fmt: skip
 _add_synonyms(
-    ("speak",), "speak", "speaks", "talk", "talks", "hablas", "habla", "hablar", "说", "讲",
+    ("speak",), "speak", "speaks", "talk", "talks", "hablas", "habla", "hablar", "hablo",
+    "说", "讲",
 )  # fmt: skip
 _add_synonyms(
     ("language",), "language", "languages", "idioma", "idiomas", "lengua", "lenguas",
@@ -131,7 +162,7 @@ _add_synonyms(
     ("voice",), "voice", "voices", "sound", "sounds", "voz", "声音", "嗓音", "语音",
 )  # fmt: skip
 _add_synonyms(
-    ("listen",), "listen", "listens", "hear", "hears", "microphone", "mic", "escuchas",
+    ("listen",), "listen", "listens", "hear", "hears", "microphone", "mic", "escuchas", "escucho",
     "escuchar", "oyes", "oir", "microfono", "听", "麦克风", "话筒",
 )  # fmt: skip
 _add_synonyms(
@@ -175,7 +206,7 @@ _FACT_CONCEPTS: tuple[tuple[str, re.Pattern[str]], ...] = (
         _WHERE,
         re.compile(
             r"\b(?:runs?|running|computer|cloud|server|locally|hosted|based|lives?|located)\b"
-            r"|运行|电脑|本地|云|服务器",
+            r"|\b(?:funciono|ordenador|computadora|nube|servidor|vivo)\b|运行|电脑|本地|云|服务器",
             re.IGNORECASE,
         ),
     ),
@@ -195,6 +226,15 @@ _SMALL_TALK: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"^\W*(?:hi|hello|hey|hiya|howdy|greetings|good\s+(?:morning|afternoon|evening)"
             r"|hola|buen[oa]s(?:\s+(?:d[ií]as|tardes|noches))?|saludos"
             r"|你好|您好|嗨|哈喽|早上好|下午好|晚上好|大家好)\b\W*(?:there\b\W*)?",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "nice_to_meet",
+        re.compile(
+            r"\b(?:(?:it'?s\s+)?(?:nice|pleased|glad|good)\s+to\s+meet\s+(?:you|u)|nice\s+meeting\s+you)"
+            r"\b|encantad[oa]\s+de\s+conocerte|mucho\s+gusto|un\s+placer\s+conocerte"
+            r"|很高兴认识你|认识你很高兴|幸会",
             re.IGNORECASE,
         ),
     ),
@@ -226,9 +266,9 @@ _SMALL_TALK: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "capabilities",
         re.compile(
-            r"\bwhat\s+(?:can|could)\s+you\s+do\b|\bwhat\s+do\s+you\s+do\b|\bhow\s+can\s+you"
+            r"\bwhat\s+(?:can|could)\s+you\s+do\b|\bhow\s+can\s+you"
             r"\s+help\b|\bwhat\s+are\s+you\s+(?:able\s+to\s+do|good\s+at|for)\b"
-            r"|qu[eé]\s+(?:puedes|sabes)\s+hacer|qu[eé]\s+haces|c[oó]mo\s+(?:me\s+)?puedes\s+ayudar"
+            r"|qu[eé]\s+(?:puedes|sabes)\s+hacer|c[oó]mo\s+(?:me\s+)?puedes\s+ayudar"
             r"|你能做什么|你会做什么|你可以做什么|你有什么功能|你能干什么|你会什么",
             re.IGNORECASE,
         ),
@@ -244,7 +284,7 @@ _SMALL_TALK: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "ack",
         re.compile(
-            r"^\W*(?:ok(?:ay)?|yes|yeah|yep|sure|cool|nice|great|alright|all\s+right|i\s+see"
+            r"^\W*(?:(?:hmm+|mm+|oh|ah|well|so)\W*)?(?:ok(?:ay)?|yes|yeah|yep|sure|cool|nice|great|alright|all\s+right|i\s+see"
             r"|got\s+it|awesome|no|nope|vale|s[ií]|claro|genial|bueno|de\s+acuerdo|entiendo"
             r"|好的|好吧|嗯|是的|明白了|明白|知道了|不错|没有|不是)\W*$",
             re.IGNORECASE,
@@ -253,88 +293,7 @@ _SMALL_TALK: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 # Small talk that may come before a real question ("Hi, what's your name?").
-_PREFIX_INTENTS = frozenset({"greeting", "thanks", "ack"})
-
-# Replies, per language. ``{name}`` is the avatar's name. Lists rotate per session.
-_REPLIES: dict[str, dict[str, tuple[str, ...]]] = {
-    "en": {
-        "greeting": (
-            "Hi, I'm {name}! What would you like to talk about?",
-            "Hello! Nice to meet you, I'm {name}.",
-        ),
-        "greeting_short": ("Hi!",),
-        "how_are_you": ("I'm doing great, thanks for asking! How about you?",),
-        "thanks": ("You're welcome!", "My pleasure!"),
-        "thanks_short": ("You're welcome!",),
-        "goodbye": ("Goodbye! It was nice talking with you.",),
-        "capabilities": (
-            "I can chat with you and answer questions about myself. Ask me who I am or how I work!",
-        ),
-        "joke": (
-            "Why did the computer go to the doctor? It had a virus!",
-            "I told my computer a joke about UDP, but I'm not sure it got it.",
-            "Why don't robots panic? They have nerves of steel.",
-        ),
-        "ack": ("Great! Is there anything else you'd like to know about me?",),
-        "dont_know": (
-            "I'm sorry, I don't know that. I can only tell you about myself.",
-            "I honestly don't know. Ask me something about me instead!",
-        ),
-        "empty": ("Sorry, I didn't catch that. Could you say it again?",),
-        "identity": ("I'm {name}.",),
-        "foreign_fact": ("I only know this in another language: {fact}",),
-    },
-    "es": {
-        "greeting": (
-            "¡Hola! Soy {name}. ¿De qué quieres hablar?",
-            "¡Hola! Encantada de conocerte, soy {name}.",
-        ),
-        "greeting_short": ("¡Hola!",),
-        "how_are_you": ("¡Muy bien, gracias por preguntar! ¿Y tú?",),
-        "thanks": ("¡De nada!", "¡Con mucho gusto!"),
-        "thanks_short": ("¡De nada!",),
-        "goodbye": ("¡Adiós! Me encantó hablar contigo.",),
-        "capabilities": (
-            "Puedo conversar contigo y responder preguntas sobre mí. "
-            "¡Pregúntame quién soy o cómo funciono!",
-        ),
-        "joke": (
-            "¿Qué le dice un techo a otro? Techo de menos.",
-            "¿Por qué el libro de matemáticas estaba triste? Porque tenía muchos problemas.",
-        ),
-        "ack": ("¡Genial! ¿Quieres saber algo más sobre mí?",),
-        "dont_know": (
-            "Lo siento, no lo sé. Solo puedo hablarte de mí.",
-            "La verdad, no lo sé. ¡Pregúntame algo sobre mí!",
-        ),
-        "empty": ("Perdona, no te he entendido. ¿Puedes repetirlo?",),
-        "identity": ("Me llamo {name}.",),
-        "foreign_fact": ("Solo lo sé en inglés: {fact}",),
-    },
-    "zh": {
-        "greeting": ("你好！我是{name}。你想聊些什么？", "你好！很高兴认识你，我是{name}。"),
-        "greeting_short": ("你好！",),
-        "how_are_you": ("我很好，谢谢关心！你呢？",),
-        "thanks": ("不客气！", "很乐意帮忙！"),
-        "thanks_short": ("不客气！",),
-        "goodbye": ("再见！很高兴和你聊天。",),
-        "capabilities": (
-            "我可以和你聊天，回答关于我自己的问题。问问我是谁，或者我是怎么工作的吧！",
-        ),
-        "joke": (
-            "为什么数学书总是很忧郁？因为它有太多的问题。",
-            "电脑为什么去看医生？因为它中了病毒！",
-        ),
-        "ack": ("好的！你还想了解我什么吗？",),
-        "dont_know": (
-            "抱歉，这个我不知道。我只能告诉你关于我自己的事。",
-            "说实话，我不知道。问问我关于我自己的事吧！",
-        ),
-        "empty": ("抱歉，我没听清。你能再说一遍吗？",),
-        "identity": ("我叫{name}。",),
-        "foreign_fact": ("这个我只知道英文的说法：{fact}",),
-    },
-}
+_PREFIX_INTENTS = frozenset({"greeting", "nice_to_meet", "thanks", "ack"})
 
 
 @dataclass(slots=True)
@@ -345,6 +304,9 @@ class Fact:
     language: str
     section: str
     terms: Counter[str] = field(default_factory=Counter)
+    said: str = ""  # as the avatar says it: in the first person, ending in a full stop
+    topics: dict[str, int] = field(default_factory=dict)  # topic -> cue strength (1 or 2)
+    identity: bool = False  # it names the avatar ("I am Ava...")
 
 
 def _fold_accents(text: str) -> str:
@@ -401,6 +363,8 @@ def _terms(text: str, keep_han: bool = True) -> list[str]:
                 remainder = remainder.replace(form, " ")
         if not keep_han:
             continue
+        for word in _ZH_STOP_WORDS:
+            remainder = remainder.replace(word, " ")
         for segment in re.split(
             r"\s+", "".join(" " if c in _ZH_STOP_CHARS else c for c in remainder)
         ):
@@ -566,9 +530,18 @@ class _Index:
 
 
 class PersonaResponder:
-    """Answers from the persona file by retrieval; the embedded default, no model needed.
+    """Answers from the persona file; the embedded default, no model needed.
 
-    One instance per session: it rotates its jokes and "I don't know" lines.
+    Questions about the avatar itself ("tell me about yourself", "where are you from?")
+    are placed on topics (``topics.py``) and answered with the persona's facts on that
+    topic; follow-ups ("tell me more", "why?") read the history for what was said; other
+    questions go to retrieval, which answers with a fact only when it matches well. Facts
+    are said in the reply language when the persona has facts in it (a persona may carry
+    its facts in several languages), and never in another one.
+
+    One instance per session: it rotates its jokes and "I don't know" lines. What was
+    already said comes from the history the engine passes in, never from this object, so
+    a reply started speculatively and dropped leaves nothing behind.
     """
 
     name = "persona"
@@ -576,14 +549,22 @@ class PersonaResponder:
     def __init__(self, persona_markdown: str, name: str) -> None:
         self.avatar_name = name.strip() or "your avatar"
         self.facts = parse_persona(persona_markdown)
-        first = re.escape(self.avatar_name.split()[0].lower())
+        first = re.escape(_fold_accents(self.avatar_name.split()[0].lower()))
         identity = re.compile(_IDENTITY_FACT.format(name=first), re.IGNORECASE)
         has_han = any(fact.language == "zh" for fact in self.facts)
         self._keep_han = has_han  # Chinese n-grams of a question can only match Chinese facts
         for fact in self.facts:
             fact.terms.update(_terms(fact.text))
+            said = (
+                to_first_person(fact.text, self.avatar_name) if fact.language == "en" else fact.text
+            )
+            if said[-1:] not in ".!?。！？":
+                said += "。" if fact.language == "zh" else "."
+            fact.said = said
+            fact.topics = fact_topics(said)
             if identity.search(_fold_accents(fact.text)):
                 # Saying "I am Ava" is stating the name, whether or not it says "name".
+                fact.identity = True
                 fact.terms[_IDENTITY] += 1
                 fact.terms["name"] += 1
             for concept, pattern in _FACT_CONCEPTS:
@@ -597,21 +578,26 @@ class PersonaResponder:
 
     async def respond(self, history: list[Message], text: str, language: str) -> AsyncIterator[str]:
         """Stream the reply as word-sized deltas; the first one comes at once."""
-        reply = self.reply(text, language)
+        reply = self.reply(text, language, history)
         for delta in word_deltas(reply):
             yield delta
             # Hand the loop back between words (no delay): the consumer sees each delta
             # as a separate step, as it would from a model.
             await asyncio.sleep(0)
 
-    def reply(self, text: str, language: str) -> str:
-        """The whole reply to ``text`` in ``language`` (en, es or zh; English otherwise)."""
+    def reply(self, text: str, language: str, history: list[Message] | None = None) -> str:
+        """The whole reply to ``text`` in ``language`` (en, es or zh; English otherwise).
+
+        ``history`` is the conversation so far; follow-ups read it, and facts already
+        said are not said again when another one will do.
+        """
         lang = normalize_language_code(language or "en")
         if lang not in REPLY_LANGUAGES:
             lang = "en"
         question = text.strip()
         if not re.search(r"\w", question):
             return self._line(lang, "empty")
+        history = history or []
 
         intents: list[str] = []
         rest = question
@@ -619,6 +605,11 @@ class PersonaResponder:
             if pattern.search(rest):
                 intents.append(intent)
                 rest = pattern.sub(" ", rest)
+        # A topic's facts are ranked by every word of the question ("how do you HEAR me?").
+        topic_query = set(_terms(rest, keep_han=self._keep_han)) - {self._name_term}
+        asked = asked_topics(rest)
+        rest = asked.rest
+        kind = None if asked.topics else follow_up(rest)
         concepts: set[str] = set()
         for concept, pattern in _QUESTION_CONCEPTS:
             if pattern.search(rest):
@@ -632,33 +623,154 @@ class PersonaResponder:
             # Calling the avatar by name ("good morning, Ava") asks nothing.
             query -= {self._name_term}
         prefix = ""
-        if "greeting" in intents:
+        if "greeting" in intents or "nice_to_meet" in intents:
             prefix = self._line(lang, "greeting_short")
         elif "thanks" in intents:
             prefix = self._line(lang, "thanks_short")
-        if whole:
+        said = self._said(history)
+        if "goodbye" in whole or (whole and not asked.topics):
             return _join(lang, prefix, self._line(lang, whole[0]))
+        if asked.topics:
+            return _join(lang, prefix, self._on_topics(asked.topics, topic_query, lang, said))
+        if kind is not None:
+            return _join(lang, prefix, self._follow_up(kind, lang, said, history))
         if not query:
+            if "nice_to_meet" in intents:
+                return self._line(lang, "nice_to_meet")
             return self._line(lang, intents[0] if intents else "dont_know")
         # Content left besides a greeting or thanks: answer it, after a short prefix.
-        answer = self._answer(query, lang)
+        answer = self._answer(query, lang, said)
         if answer is None:
             # Small talk with a leftover word that matches nothing ("hi there friend") is
             # still small talk; a real question after "hi" still gets "I don't know".
             if intents and len(query) <= 1 and not concepts:
-                return self._line(lang, intents[0])
+                kind_of = "nice_to_meet" if "nice_to_meet" in intents else intents[0]
+                return self._line(lang, kind_of)
             answer = self._line(lang, "dont_know")
         return _join(lang, prefix, answer)
 
-    def _answer(self, query: set[str], lang: str) -> str | None:
-        """The best one or two facts for ``query``, or None when nothing matches well."""
+    # ------------------------------------------------------------------ questions about me
+
+    def _pool(self, lang: str) -> list[Fact] | None:
+        """The facts to answer from in ``lang``; None when the persona has none in it."""
+        pool = [fact for fact in self.facts if fact.language == lang]
+        return pool or None
+
+    def _on_topics(
+        self, topics: tuple[str, ...], query: set[str], lang: str, said: set[int]
+    ) -> str:
+        """One piece per topic asked (a fact, or an honest or product line), in order."""
+        pool = self._pool(lang)
+        pieces: list[str] = []
+        chosen: list[Fact] = []
+
+        def add_fact(fact: Fact) -> None:
+            chosen.append(fact)
+            pieces.append(fact.said)
+
+        for topic in topics:
+            if topic == REAL:
+                pieces.append(self._line(lang, "real"))
+                continue
+            if topic in (IDENTITY, ABOUT):
+                me = next((f for f in pool or () if f.identity), None)
+                if me is not None and me not in chosen:
+                    add_fact(me)
+                elif me is None and not chosen:
+                    pieces.append(self._line(lang, "identity"))
+                if topic == ABOUT and set(topics) <= {ABOUT, IDENTITY}:
+                    extra = self._introduction(pool or [], chosen, said)
+                    if extra is not None:
+                        add_fact(extra)
+                    elif pool is None and self.facts:
+                        pieces.append(self._line(lang, "other_language"))
+                    else:
+                        pieces.append(self._line(lang, "about_nothing_more"))
+                continue
+            if pool is None:
+                # What every avatar does can be said; the persona's own facts cannot.
+                product = topic in (HOW, LANGUAGES) or not self.facts
+                pieces.append(self._line(lang, _UNKNOWN[topic] if product else "other_language"))
+                continue
+            fact = self._best_on(topic, pool, query, chosen, said)
+            if fact is not None:
+                add_fact(fact)
+            else:
+                pieces.append(self._line(lang, _UNKNOWN[topic]))
+        return self._fit(dict.fromkeys(pieces), lang)
+
+    def _best_on(
+        self, topic: str, pool: list[Fact], query: set[str], chosen: list[Fact], said: set[int]
+    ) -> Fact | None:
+        """The persona's best fact on ``topic``: a strong cue, about this topic alone."""
         ranked = []
-        for position, fact in enumerate(self.facts):
+        for position, fact in enumerate(pool):
+            strength = fact.topics.get(topic, 0)
+            if not strength or fact in chosen:
+                continue
+            others = sum(1 for t, s in fact.topics.items() if t != topic and s >= strength)
+            score = self._index.score(fact, query)[0] if query else 0.0
+            unsaid = id(fact) not in said
+            ranked.append(((strength, -others, score, unsaid, -position), fact))
+        if not ranked:
+            return None
+        return max(ranked, key=lambda item: item[0])[1]
+
+    def _introduction(self, pool: list[Fact], chosen: list[Fact], said: set[int]) -> Fact | None:
+        """A second fact for "tell me about yourself": my work, what I like, where I'm from."""
+        for topic in (WORK, HOBBIES, ORIGIN):
+            for fact in pool:
+                if fact.topics.get(topic) == 2 and fact not in chosen and id(fact) not in said:
+                    return fact
+        return next((f for f in pool if f not in chosen and not f.identity), None)
+
+    def _follow_up(self, kind: str, lang: str, said: set[int], history: list[Message]) -> str:
+        """An answer to "tell me more" or "why?", from what the history says was asked."""
+        pool = self._pool(lang)
+        if pool is None:
+            return self._line(lang, "why" if kind == WHY else "about_nothing_more")
+        last_question = next((m.text for m in reversed(history) if m.role == "user"), "")
+        last_topics = set(asked_topics(last_question).topics) - {ABOUT, IDENTITY, REAL}
+        # Who I am comes last: "anything else?" wants something new about me, not my name.
+        unsaid = sorted((f for f in pool if id(f) not in said), key=lambda f: f.identity)
+        if kind == WHY:
+            reasons = [f for f in unsaid if gives_a_reason(f.text)]
+            on_topic = [f for f in reasons if last_topics & set(f.topics)]
+            reason = (on_topic or reasons)[:1]
+            return reason[0].said if reason else self._line(lang, "why")
+        if not unsaid:
+            return self._line(lang, "exhausted")
+        on_topic = [f for f in unsaid if last_topics & set(f.topics)]
+        return (on_topic or unsaid)[0].said
+
+    def _fit(self, pieces: dict[str, None], lang: str) -> str:
+        """Join the pieces of a reply, leaving out the last ones that would make it long."""
+        kept: list[str] = []
+        for piece in pieces:
+            if kept and sum(map(len, kept)) + len(piece) > _MAX_REPLY_CHARS[lang]:
+                break
+            kept.append(piece)
+        return ("" if lang == "zh" else " ").join(kept)
+
+    def _said(self, history: list[Message]) -> set[int]:
+        """The facts the avatar has already said in this conversation (as ``id``s)."""
+        spoken = "".join(
+            _squash(message.text) for message in history if message.role == "assistant"
+        )
+        if not spoken:
+            return set()
+        return {id(fact) for fact in self.facts if _squash(fact.said).rstrip(".。") in spoken}
+
+    # -------------------------------------------------------------------------- retrieval
+
+    def _answer(self, query: set[str], lang: str, said: set[int]) -> str | None:
+        """The best one or two facts for ``query``, or None when nothing matches well."""
+        pool = self._pool(lang)
+        ranked = []
+        for position, fact in enumerate(pool or self.facts):
             score, coverage = self._index.score(fact, query)
             if score >= _MIN_SCORE and coverage >= _MIN_COVERAGE:
-                # Prefer a fact written in the reply language when it is about as good.
-                bonus = 1.1 if fact.language == lang else 1.0
-                ranked.append((score * bonus, -position, fact))
+                ranked.append((score, -position, fact))
         if not ranked:
             _LOGGER.debug("No fact matches %s", sorted(query))
             return None
@@ -667,34 +779,28 @@ class PersonaResponder:
         chosen = [best]
         if len(ranked) > 1 and ranked[1][0] >= _SECOND_FACT_RATIO * best_score:
             second = ranked[1][2]
-            if len(best.text) + len(second.text) <= 220 and second.language == best.language:
+            if len(best.said) + len(second.said) <= 220:
                 chosen.append(second)
         _LOGGER.debug("Answering %s with %s", sorted(query), [fact.text for fact in chosen])
-        return self._say_facts(chosen, lang, identity=_IDENTITY in query)
-
-    def _say_facts(self, facts: list[Fact], lang: str, identity: bool) -> str:
-        """Facts as a reply in ``lang``: in the first person, with a bridge when translated."""
-        texts = []
-        for fact in facts:
-            text = (
-                to_first_person(fact.text, self.avatar_name) if fact.language == "en" else fact.text
-            )
-            if text[-1:] not in ".!?。！？":
-                text += "。" if fact.language == "zh" else "."
-            texts.append(text)
-        joiner = "" if facts[0].language == "zh" else " "
-        said = joiner.join(texts)
-        if facts[0].language == lang:
-            return said
-        # Facts in another language: the name needs no translation, the rest is said as
-        # written after an honest line in the reply language.
-        if identity:
-            return self._line(lang, "identity")
-        return self._line(lang, "foreign_fact", fact=said)
+        if pool is None:
+            # Facts in another language only: the name needs no translation; the rest is
+            # not said in a language the listener did not choose. A match on a question
+            # word alone ("where") is no sign that the persona knows the answer.
+            if _IDENTITY in query:
+                return self._line(lang, "identity")
+            if not any(term in best.terms for term in query - {_IDENTITY, _WHERE}):
+                return None
+            return self._line(lang, "other_language")
+        return self._fit(dict.fromkeys(fact.said for fact in chosen), lang)
 
     def _line(self, lang: str, kind: str, **values: str) -> str:
         """A canned line, rotating through the variants of ``kind`` in this session."""
-        variants = _REPLIES[lang][kind]
+        variants = LINES[lang][kind]
         turn = self._turns[kind]
         self._turns[kind] += 1
         return variants[turn % len(variants)].format(name=self.avatar_name, **values)
+
+
+def _squash(text: str) -> str:
+    """Text without spaces, lower-cased: how a fact is found in a reply the engine joined."""
+    return re.sub(r"\s+", "", text).lower()

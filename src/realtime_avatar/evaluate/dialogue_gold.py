@@ -295,7 +295,9 @@ def load_gold(path: Path | None = None) -> GoldSet:
             sha256=hashlib.sha256(raw_bytes).hexdigest(),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise GoldSetError(f"{path}: malformed gold set ({type(error).__name__}: {error})") from error
+        raise GoldSetError(
+            f"{path}: malformed gold set ({type(error).__name__}: {error})"
+        ) from error
     for name in ("honest", "exhausted", "only_about_myself"):
         if name not in markers:
             raise GoldSetError(f"{path}: markers.{name} is missing")
@@ -451,13 +453,17 @@ def check_answer(
             else:
                 honesty_allowed = True
                 fallback = gold.topic_fallback.get(topic)
-                if not honest and not (fallback and _any(gold.small_talk[fallback], language, answer)):
+                if not honest and not (
+                    fallback and _any(gold.small_talk[fallback], language, answer)
+                ):
                     problems.append(
                         f"the persona says nothing{' on ' + topic if topic else ''} in "
                         f"{language}: expected an honest answer"
                     )
         elif want in FOLLOW_UPS:
-            unsaid = [f for f in own if not any(states(f, b, gold.fact_overlap) for b in said_before)]
+            unsaid = [
+                f for f in own if not any(states(f, b, gold.fact_overlap) for b in said_before)
+            ]
             new = [f for f in stated if f in unsaid]
             if want == "why":
                 honesty_allowed = True
@@ -490,6 +496,29 @@ async def _answer(responder: Responder, history: list[Message], text: str, lang:
     return "".join([delta async for delta in responder.respond(list(history), text, lang)])
 
 
+async def _run_item(
+    gold: GoldSet, item: GoldItem, responder: Responder, facts: list[GoldFact], name: str
+) -> ItemResult:
+    """One conversation on one fresh responder, each answer graded as it comes."""
+    history: list[Message] = []
+    earlier: list[str] = []
+    turns = []
+    try:
+        for turn in item.turns:
+            started = time.perf_counter()
+            answer = await _answer(responder, history, turn.say, item.language)
+            elapsed_ms = (time.perf_counter() - started) * 1000.0
+            problems = check_answer(gold, facts, name, item.language, answer, turn.expect, earlier)
+            turns.append(TurnResult(turn.say, answer, turn.expect, problems, elapsed_ms))
+            history.extend([Message("user", turn.say), Message("assistant", answer)])
+            earlier.append(answer)
+    finally:
+        close = getattr(responder, "aclose", None)
+        if callable(close):
+            await close()
+    return ItemResult(item, turns)
+
+
 def run_gold(
     gold: GoldSet,
     make_responder: Callable[[], Responder],
@@ -506,34 +535,12 @@ def run_gold(
             continue
         responder = make_responder()
         responder_name = getattr(responder, "name", type(responder).__name__)
-        history: list[Message] = []
-        earlier: list[str] = []
-        turns = []
-
-        async def conversation(item: GoldItem = item, responder: Responder = responder) -> None:
-            for turn in item.turns:
-                started = time.perf_counter()
-                answer = await _answer(responder, history, turn.say, item.language)
-                elapsed_ms = (time.perf_counter() - started) * 1000.0
-                problems = check_answer(
-                    gold, facts, name, item.language, answer, turn.expect, earlier
-                )
-                turns.append(TurnResult(turn.say, answer, turn.expect, problems, elapsed_ms))
-                history.extend([Message("user", turn.say), Message("assistant", answer)])
-                earlier.append(answer)
-            close = getattr(responder, "aclose", None)
-            if callable(close):
-                await close()
-
-        asyncio.run(conversation())
-        results.append(ItemResult(item, turns))
+        results.append(asyncio.run(_run_item(gold, item, responder, facts, name)))
     counts = {lang: sum(f.language == lang for f in facts) for lang in LANGUAGES}
     return GoldReport(results, name, responder_name, counts)
 
 
-def run_persona_gold(
-    persona_markdown: str, name: str, gold: GoldSet | None = None
-) -> GoldReport:
+def run_persona_gold(persona_markdown: str, name: str, gold: GoldSet | None = None) -> GoldReport:
     """The gold set on the offline persona responder built from ``persona_markdown``."""
     from ..dialogue.persona import PersonaResponder
 
