@@ -138,11 +138,15 @@ def test_trim_leading_silence_keeps_timings_aligned() -> None:
     from realtime_avatar.tts.registry import get_synthesizer
 
     speech = get_synthesizer("en").synthesize("Hello there.", "en")
-    assert speech.phonemes[0].phoneme == "_" and speech.phonemes[0].end_s > 0.03
-    trimmed = trim_leading_silence(speech, 0.02)
+    # Piper's durations are sampled (noise_w), so the lead-in varies run to run (23-60 ms):
+    # keep half of whatever this run produced.
+    lead_in = speech.phonemes[0]
+    assert lead_in.phoneme == "_" and lead_in.end_s > 0.01
+    keep = lead_in.end_s / 2
+    trimmed = trim_leading_silence(speech, keep)
     cut = speech.duration_s - trimmed.duration_s
-    assert cut > 0.01
-    assert abs(trimmed.phonemes[0].end_s - 0.02) < 0.001
+    assert abs(cut - lead_in.end_s / 2) < 0.001
+    assert abs(trimmed.phonemes[0].end_s - keep) < 0.001
     assert abs(trimmed.phonemes[-1].end_s - (speech.phonemes[-1].end_s - cut)) < 0.001
     assert np.array_equal(trimmed.pcm, speech.pcm[len(speech.pcm) - len(trimmed.pcm) :])
 
@@ -154,9 +158,10 @@ def test_trim_trailing_silence_shortens_only_the_closing_pause() -> None:
 
     speech = get_synthesizer("en").synthesize("Sure,", "en")
     closing = speech.phonemes[-1]
-    assert closing.phoneme == "_" and closing.end_s - closing.start_s > 0.2
-    trimmed = trim_trailing_silence(speech, 0.15)
-    assert abs(trimmed.duration_s - (closing.start_s + 0.15)) < 0.001
+    # Sampled durations (noise_w): the closing pause is 0.22-0.30 s over 40 runs.
+    assert closing.phoneme == "_" and closing.end_s - closing.start_s > 0.15
+    trimmed = trim_trailing_silence(speech, 0.1)
+    assert abs(trimmed.duration_s - (closing.start_s + 0.1)) < 0.001
     assert trimmed.phonemes[:-1] == speech.phonemes[:-1]
     assert abs(trimmed.phonemes[-1].end_s - trimmed.duration_s) < 0.001
     assert np.array_equal(trimmed.pcm, speech.pcm[: len(trimmed.pcm)])
