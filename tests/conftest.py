@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+# redis_server / redis_url: a real redis-server per test (tests/redis_server.py).
+from .redis_server import redis_server, redis_url  # noqa: F401
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 

@@ -1,4 +1,4 @@
-"""The ``avatar`` command: register, say, serve, list."""
+"""The ``avatar`` command: register, say, serve, worker, list."""
 
 from __future__ import annotations
 
@@ -294,6 +294,49 @@ def serve(
             "set AVATAR_TOKEN to a secret first"
         )
     uvicorn.run(create_app(settings), host=bind, port=port or settings.port, log_level="info")
+
+
+@app.command()
+def worker(
+    threads: Annotated[
+        int, typer.Option("--threads", min=1, max=16, help="jobs rendered at once")
+    ] = 1,
+) -> None:
+    """Render video jobs from the Redis queue (AVATAR_REDIS_URL) until stopped.
+
+    SIGTERM or Ctrl-C hands the job being rendered back to the queue after its sentence.
+    """
+    from .jobs.worker import VideoWorker
+    from .settings import get_settings
+
+    settings = get_settings()
+    if not settings.redis_url:
+        _fail(
+            "avatar worker takes jobs from Redis: set AVATAR_REDIS_URL (e.g. "
+            "redis://127.0.0.1:6379/0), the same as the server's"
+        )
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
+    try:
+        video_worker = VideoWorker(settings, threads=threads)
+        video_worker.warm_up()
+        video_worker.start()
+    except Exception as exc:  # noqa: BLE001 - Redis unreachable and the like, in one line
+        if isinstance(exc, AvatarError):
+            raise
+        _fail(f"cannot reach the job queue at AVATAR_REDIS_URL: {exc}")
+    console.print(
+        f"[green]worker[/] {video_worker.name} taking video jobs "
+        f"(jobs folder {video_worker.jobs_root}); Ctrl-C to stop"
+    )
+    video_worker.wait(stop)
+    console.print("stopping: the job being rendered goes back to the queue")
+    video_worker.stop(hand_back=True)
 
 
 def main() -> None:

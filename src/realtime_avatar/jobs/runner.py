@@ -90,7 +90,9 @@ class _Signals:
 def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> None:
     """Raise ``exc_type`` in another thread at its next Python instruction (a stuck render
     caught in Python code; a native call that never returns is beyond this)."""
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exc_type)
+    )
 
 
 def run_job(
@@ -212,8 +214,10 @@ def run_job(
     except Exception as exc:  # noqa: BLE001 - any bug becomes a failed job, never a dead worker
         log.exception("job %s failed", job_id)
         return _fail(
-            store, job_id, attempt, f"internal error while rendering ({type(exc).__name__}); "
-            "see the worker's log"
+            store,
+            job_id,
+            attempt,
+            f"internal error while rendering ({type(exc).__name__}); see the worker's log",
         )
     size = out_path.stat().st_size if out_path.exists() else None
     done = store.update(

@@ -18,8 +18,8 @@ from ..constants import OUTPUT_RATE_HZ
 from ..engine.script import MAX_USER_AUDIO_S, check_script_text
 from ..errors import AvatarNotFoundError, InvalidAudioError, UnsupportedLanguageError
 from ..settings import Settings
-from ..text.language import resolve_language, script_language
 from ..text.chunker import split_sentences
+from ..text.language import resolve_language, script_language
 from .model import (
     ACTIVE,
     FINAL,
@@ -161,8 +161,11 @@ class VideoJobs:
                 record.id,
                 only_if(
                     ACTIVE,
-                    {"state": JobState.FAILED, "error": "could not be queued",
-                     "finished_unix": time.time()},
+                    {
+                        "state": JobState.FAILED,
+                        "error": "could not be queued",
+                        "finished_unix": time.time(),
+                    },
                 ),
             )
             log.exception("queueing job %s failed", record.id)
@@ -192,8 +195,11 @@ class VideoJobs:
             job_id,
             only_if(
                 ACTIVE,
-                {"state": JobState.CANCELLED, "finished_unix": time.time(),
-                 "error": "cancelled by request"},
+                {
+                    "state": JobState.CANCELLED,
+                    "finished_unix": time.time(),
+                    "error": "cancelled by request",
+                },
             ),
         )
         if cancelled is None:  # it finished in between
@@ -215,4 +221,3 @@ class VideoJobs:
         if record.state is not JobState.RUNNING or record.heartbeat_unix is None:
             return None
         return max(time.time() - record.heartbeat_unix, 0.0)
-

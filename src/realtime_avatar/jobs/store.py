@@ -78,24 +78,19 @@ class SqliteJobStore:
     def create(self, record: JobRecord) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT INTO video_jobs (id, owner, state, record, updated_unix) VALUES (?,?,?,?,?)",
+                "INSERT INTO video_jobs (id, owner, state, record, updated_unix) "
+                "VALUES (?,?,?,?,?)",
                 (record.id, record.owner, str(record.state), _dump(record), time.time()),
             )
 
     def get(self, job_id: str) -> JobRecord | None:
         with self._lock:
-            row = self._db.execute(
-                "SELECT record FROM video_jobs WHERE id=?", (job_id,)
-            ).fetchone()
+            row = self._db.execute("SELECT record FROM video_jobs WHERE id=?", (job_id,)).fetchone()
         return JobRecord.from_json(json.loads(row[0])) if row else None
 
-    def update(
-        self, job_id: str, change: Callable[[JobRecord], Patch | None]
-    ) -> JobRecord | None:
+    def update(self, job_id: str, change: Callable[[JobRecord], Patch | None]) -> JobRecord | None:
         with self._lock:  # one connection, one lock: read, decide and write as one step
-            row = self._db.execute(
-                "SELECT record FROM video_jobs WHERE id=?", (job_id,)
-            ).fetchone()
+            row = self._db.execute("SELECT record FROM video_jobs WHERE id=?", (job_id,)).fetchone()
             if row is None:
                 return None
             current = JobRecord.from_json(json.loads(row[0]))
@@ -160,9 +155,7 @@ class RedisJobStore:
         raw = self._redis.get(self._key(job_id))
         return JobRecord.from_json(json.loads(raw)) if raw else None
 
-    def update(
-        self, job_id: str, change: Callable[[JobRecord], Patch | None]
-    ) -> JobRecord | None:
+    def update(self, job_id: str, change: Callable[[JobRecord], Patch | None]) -> JobRecord | None:
         import redis
 
         key = self._key(job_id)

@@ -17,7 +17,7 @@ import threading
 
 from ..settings import Settings
 from .queue import ACTOR_NAME, QUEUE_NAME, job_message, make_broker
-from .runner import Outcome, run_job, worker_name
+from .runner import Outcome, jobs_root, run_job, worker_name
 from .store import RedisJobStore
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ class VideoWorker:
             raise ValueError("avatar worker needs AVATAR_REDIS_URL")
         self.settings = settings
         self.name = name or worker_name()
+        self.jobs_root = jobs_root(settings)
         self.store = RedisJobStore(settings.redis_url)
         self.broker = make_broker(settings)
         self._hand_back = threading.Event()
@@ -82,4 +83,16 @@ class VideoWorker:
 
     def wait(self, until: threading.Event) -> None:
         """Block until ``until`` is set (the CLI's signal handler sets it)."""
-        until.wait()
+        while not until.wait(0.5):
+            pass
+
+    def warm_up(self) -> None:
+        """Load the default avatar and the English voice now, not in the first job."""
+        from ..avatars.registry import ensure_default_avatar
+        from ..tts.registry import get_synthesizer
+
+        ensure_default_avatar(self.settings)
+        synth = get_synthesizer("en", self.settings)
+        warm = getattr(synth, "warm_up", None)
+        if callable(warm):
+            warm()
