@@ -197,7 +197,9 @@ def say(
 
 @app.command("eval")
 def eval_command(
-    suite: Annotated[str, typer.Option("--suite", help="quick (minutes) or full")] = "quick",
+    suite: Annotated[
+        str, typer.Option("--suite", help="quick (minutes), full, or dialogue (seconds)")
+    ] = "quick",
     out: Annotated[
         Path, typer.Option("--out", help="folder for report.json and report.html")
     ] = Path("eval-report"),
@@ -205,8 +207,8 @@ def eval_command(
     """Grade the whole system with independent instruments; writes JSON and HTML."""
     from .evaluate.runner import run_suite
 
-    if suite not in ("quick", "full"):
-        _fail(f"unknown suite {suite!r}; use --suite quick or --suite full")
+    if suite not in ("quick", "full", "dialogue"):
+        _fail(f"unknown suite {suite!r}; use --suite quick, full or dialogue")
     with _progress() as bar:
         task = bar.add_task("evaluating", total=None)
         report = run_suite(

@@ -36,7 +36,10 @@ LINES: dict[str, dict[str, tuple[str, ...]]] = {
         ),
         "empty": ("Sorry, I didn't catch that. Could you say it again?",),
         "identity": ("I'm {name}.",),
-        "about_nothing_more": ("I don't know much more about myself yet.",),
+        "about_nothing_more": (
+            "I don't know much more about myself yet.",
+            "That's really all I know about myself so far.",
+        ),
         "real": (
             "I'm not a real person: I'm {name}, a digital avatar made from a photo and a "
             "voice sample.",
@@ -85,7 +88,10 @@ LINES: dict[str, dict[str, tuple[str, ...]]] = {
         ),
         "empty": ("Perdona, no te he entendido. ¿Puedes repetirlo?",),
         "identity": ("Me llamo {name}.",),
-        "about_nothing_more": ("Todavía no sé mucho más de mí.",),
+        "about_nothing_more": (
+            "Todavía no sé mucho más de mí.",
+            "La verdad, eso es todo lo que sé de mí por ahora.",
+        ),
         "real": (
             "No soy una persona real: soy {name}, un avatar digital hecho a partir de una foto "
             "y una muestra de voz.",
@@ -129,7 +135,10 @@ LINES: dict[str, dict[str, tuple[str, ...]]] = {
         ),
         "empty": ("抱歉，我没听清。你能再说一遍吗？",),
         "identity": ("我叫{name}。",),
-        "about_nothing_more": ("关于我自己，我暂时还不知道更多。",),
+        "about_nothing_more": (
+            "关于我自己，我暂时还不知道更多。",
+            "关于我自己，我知道的真的就这些了。",
+        ),
         "real": ("我不是真人，我是{name}，一个用照片和声音样本做成的数字人。",),
         "languages": ("我可以用英语、西班牙语和普通话和你聊天。",),
         "how": (

@@ -571,7 +571,8 @@ class PersonaResponder:
                 if pattern.search(fact.text):
                     fact.terms[concept] += 1
         self._index = _Index(self.facts)
-        self._name_term = _stem(_fold_accents(self.avatar_name.split()[0].lower()))
+        self._first_name = self.avatar_name.split()[0]
+        self._name_term = _stem(_fold_accents(self._first_name.lower()))
         self._turns: Counter[str] = Counter()
         if not self.facts:
             _LOGGER.warning("Persona of %s has no facts; every question gets 'I don't know'", name)
@@ -675,6 +676,9 @@ class PersonaResponder:
             if topic in (IDENTITY, ABOUT):
                 me = next((f for f in pool or () if f.identity), None)
                 if me is not None and me not in chosen:
+                    if self._first_name.lower() not in me.said.lower():
+                        # "Marco is a sailor" said as "I am a sailor" lost the name.
+                        pieces.append(self._line(lang, "identity"))
                     add_fact(me)
                 elif me is None and not chosen:
                     pieces.append(self._line(lang, "identity"))

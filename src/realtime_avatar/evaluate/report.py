@@ -496,6 +496,7 @@ def render_html(
         f"<span class='err'>{summary['scenario_errors']} scenario errors</span></div>",
     ]
     parts.append(_matrix_html(report))
+    parts.append(_dialogue_html(report))
     errors = [s for s in report["scenarios"] if s["status"] == "error"]
     if errors:
         parts.append("<h2>Scenario errors</h2><ul>")
@@ -573,6 +574,51 @@ def _matrix_html(report: dict[str, Any]) -> str:
         rows.append("</tr>")
     rows.append("</table>")
     return "".join(rows)
+
+
+def _dialogue_html(report: dict[str, Any]) -> str:
+    """The dialogue gold set: score per language, then every item that failed."""
+    section = report.get("dialogue")
+    if not section:
+        return ""
+    rules = {
+        s["language"]: s
+        for s in report["scores"]
+        if s["metric"] == "dialogue.gold_score" and s["measured"]
+    }
+    out = [
+        "<h2>Dialogue gold set</h2><p class='small'>"
+        f"{_esc(section['responder'])} responder on the persona of "
+        f"{_esc(section['persona_name'])} (<code>{_esc(section['persona_source'])}</code>); "
+        f"{_esc(section['gold_set']['items'])} items of <code>"
+        f"{_esc(section['gold_set']['path'])}</code>; answers took "
+        f"{section['answer_ms_mean']:.2f} ms on average (max {section['answer_ms_max']:.1f} "
+        "ms).</p><table><tr><th>language</th><th>items</th><th>answered well</th>"
+        "<th>score</th><th>threshold</th><th>persona facts in it</th></tr>"
+    ]
+    for lang, entry in section["scores"].items():
+        score = rules.get(lang, {})
+        css, label = _status(score) if score else ("info", "info")
+        out.append(
+            f"<tr><td>{_esc(lang)}</td><td class='num'>{entry['items']}</td>"
+            f"<td class='num'>{entry['passed']}</td><td class='{css}'>"
+            f"{entry['score']:.0%} {label}</td><td>{_esc(score.get('threshold', ''))}</td>"
+            f"<td class='num'>{section['facts_by_language'].get(lang, 0)}</td></tr>"
+        )
+    out.append("</table>")
+    failed = [item for item in section["items"] if not item["passed"]]
+    if failed:
+        out.append(f"<details><summary>{len(failed)} items not answered well</summary><table>")
+        out.append("<tr><th>item</th><th>visitor</th><th>avatar</th><th>what is wrong</th></tr>")
+        for item in failed:
+            for turn in item["turns"]:
+                out.append(
+                    f"<tr><td>{_esc(item['id'])}</td><td>{_esc(turn['say'])}</td>"
+                    f"<td>{_esc(turn['answer'])}</td><td>{_esc('; '.join(turn['problems']))}"
+                    "</td></tr>"
+                )
+        out.append("</table></details>")
+    return "".join(out)
 
 
 def _cell(scores: list[dict[str, Any]]) -> str:

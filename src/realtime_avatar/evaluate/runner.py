@@ -28,6 +28,7 @@ from ..avatars.registry import load_avatar
 from ..engine.script import render_script
 from ..errors import AvatarError
 from ..settings import Settings, get_settings
+from . import dialogue_gold
 from .instruments import RENDER_CLOCK, Instruments
 from .live_scoring import run_live
 from .manifest import Manifest, Scenario, load_manifest
@@ -72,46 +73,61 @@ def run_suite(
     media_dir.mkdir(exist_ok=True)
     says = [s for s in scenarios if s.kind == "say"]
     lives = [s for s in scenarios if s.kind == "live"]
-    total = len(scenarios) + 2
+    total = len(scenarios) + 3
     step: Progress = progress or _no_progress
 
-    step("loading instruments", 0, total)
-    avatar = load_avatar(manifest.avatar, settings=settings)
-    inst = Instruments.load(settings, avatar)
-    suite_scores: list[Score] = []
-    if says:
-        step("warming up the say pipeline", 0, total)
-        suite_scores += _warm_up(settings, avatar.name, says)
+    # The dialogue gold set is text in, text out: no model, a second or so, every suite.
+    step("dialogue gold set", 0, total)
+    suite_scores, dialogue = dialogue_gold.eval_dialogue(manifest.avatar, settings)
     done = 1
+    inst: Instruments | None = None
+    if says or lives:
+        step("loading instruments", done, total)
+        avatar = load_avatar(manifest.avatar, settings=settings)
+        inst = Instruments.load(settings, avatar)
+    if says:
+        step("warming up the say pipeline", done, total)
+        suite_scores += _warm_up(settings, manifest.avatar, says)
+    done += 1
     outcomes: list[ScenarioOutcome] = []
     try:
         for scenario in says:
             step(f"say: {scenario.id}", done, total)
+            assert inst is not None
             outcomes.append(_guarded(scenario, partial(run_say, scenario, inst, media_dir)))
             done += 1
         if lives:
+            assert inst is not None
             done = _run_live_scenarios(
                 lives, inst, settings, out_dir, outcomes, suite_scores, step, done, total
             )
     finally:
-        inst.close()
+        if inst is not None:
+            inst.close()
     step("writing the report", done, total)
     scores = suite_scores + [s for o in outcomes for s in o.scores]
     apply_thresholds(scores, manifest.thresholds)
     context: dict[str, Any] = {}
-    if inst.reference_self_similarity is not None:
+    if inst is not None and inst.reference_self_similarity is not None:
         context["voice.reference_self_similarity"] = round(inst.reference_self_similarity, 4)
-    elif inst.speaker_reason:
+    elif inst is not None and inst.speaker_reason:
         context["voice.reference_self_similarity"] = f"not measured: {inst.speaker_reason}"
+    instruments = inst.describe() if inst is not None else {}
+    instruments[dialogue_gold.INSTRUMENT] = {
+        **dialogue_gold.INSTRUMENT_DESCRIPTION,
+        "package": f"realtime-avatar {__version__}, {dialogue['gold_set']['path']}",
+        "model_sha256": dialogue["gold_set"]["sha256"],
+    }
     report = build_json(
         manifest=manifest,
         suite=suite,
         outcomes=outcomes,
         scores=scores,
-        instruments=inst.describe(),
+        instruments=instruments,
         context=context,
         meta=_meta(settings, manifest, suite, out_dir, started_at, started_wall),
     )
+    report["dialogue"] = dialogue
     if not keep_media:
         for video in media_dir.glob("*.mp4"):
             video.unlink()
@@ -297,7 +313,9 @@ def _meta(
 def main(argv: list[str] | None = None) -> int:
     """Command line: run a suite, print where the report is."""
     parser = argparse.ArgumentParser(description="Grade the avatar with the gold-set scenarios.")
-    parser.add_argument("--suite", default="quick", help="quick (CI, ~3 min) or full")
+    parser.add_argument(
+        "--suite", default="quick", help="quick (CI, ~3 min), full, or dialogue (seconds)"
+    )
     parser.add_argument("--out", type=Path, default=Path("eval-report"), help="report folder")
     parser.add_argument("--manifest", type=Path, default=None, help="another scenario manifest")
     parser.add_argument(
