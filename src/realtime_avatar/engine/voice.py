@@ -12,22 +12,25 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import ConfigurationError
 from ..frames import PhonemeTiming, Speech, WordTiming
 from ..settings import Settings
 from ..text.chunker import SentenceChunker
 from ..text.language import normalize_language_code
 from ..tts.base import ReferenceVoice, Synthesizer
-from ..tts.registry import get_synthesizer
+from ..tts.registry import SYNTHESIZERS, get_synthesizer
 
 if TYPE_CHECKING:  # avatars (OpenCV) and the matchers (pyworld) load only when used
     from ..avatars.registry import Avatar
     from ..voice.base import VoiceMatcher
+    from ..voice.fit import BaseVoice, Progress, VoiceRecipe
     from ..voice.profile import VoiceProfile
 
 log = logging.getLogger(__name__)
@@ -94,12 +97,24 @@ class AvatarVoice:
     voice matcher its capabilities call for, and the trims a streaming reply needs."""
 
     def __init__(
-        self, settings: Settings, voice_profile: VoiceProfile, reference: ReferenceVoice | None
+        self,
+        settings: Settings,
+        voice_profile: VoiceProfile,
+        reference: ReferenceVoice | None,
+        recipe: VoiceRecipe | None = None,
     ) -> None:
-        """Describe the voice; synthesizers and matchers are built on first use, once."""
+        """Describe the voice; synthesizers and matchers are built on first use, once.
+
+        ``recipe`` is the avatar's fitted English voice (``voice.fit``): its base voice
+        replaces ``AVATAR_TTS_ENGLISH`` and its strengths the matcher's defaults.
+        """
         self.settings = settings
         self.voice_profile = voice_profile
         self.reference = reference
+        self.recipe = recipe
+        self._english_settings = (
+            settings.model_copy(update={"tts_english": recipe.base}) if recipe else settings
+        )
         self._matchers: dict[str, VoiceMatcher] = {}
         self._building: dict[str, threading.Lock] = {}  # one per language being built
         self._lock = threading.Lock()
@@ -108,11 +123,13 @@ class AvatarVoice:
     def for_avatar(cls, avatar: Avatar, settings: Settings) -> AvatarVoice:
         """The speech stage of a loaded avatar: its voice profile and the voice sample it keeps."""
         reference = ReferenceVoice(sample_path=avatar.voice_path, name=avatar.name)
-        return cls(settings, avatar.voice_profile, reference)
+        return cls(settings, avatar.voice_profile, reference, recipe_of(avatar.manifest))
 
     def synthesizer(self, language: str) -> Synthesizer:
         """The synthesizer that speaks ``language`` for this avatar (shared where it can be)."""
-        return get_synthesizer(language, self.settings, self.reference)
+        code = normalize_language_code(language)
+        settings = self._english_settings if code == "en" else self.settings
+        return get_synthesizer(language, settings, self.reference)
 
     def matcher(self, language: str) -> VoiceMatcher:
         """The voice matcher for ``language``, built once (the first call may measure the
@@ -142,6 +159,9 @@ class AvatarVoice:
         synth = self.synthesizer(language)
         if synth.capabilities.reference_voice or self.settings.voice_matcher == "identity":
             return IdentityMatcher()  # nothing to measure
+        recipe = self.recipe if language == "en" and self.recipe else None
+        if recipe is not None and not recipe.converts:
+            return IdentityMatcher()  # the fit found the base voice best as it is
 
         def speak(text: str) -> tuple[np.ndarray, int]:
             speech = synth.synthesize(text, language)
@@ -153,6 +173,10 @@ class AvatarVoice:
             speak,
             cache_dir=Path(self.settings.data_dir).expanduser() / "cache",
         )
+        if recipe is not None and self.settings.voice_matcher == "world":
+            from ..voice.match import WorldVoiceMatcher
+
+            return WorldVoiceMatcher(self.voice_profile, source, recipe.match_options())
         return create_matcher(self.settings.voice_matcher, self.voice_profile, source)
 
     def speak(
@@ -184,3 +208,133 @@ class AvatarVoice:
         if callable(warm):
             warm()
         self.matcher(language)
+
+
+def recipe_of(manifest: dict[str, Any]) -> VoiceRecipe | None:
+    """The fitted voice recipe stored with an avatar, or ``None`` (not fitted, or unreadable)."""
+    from ..voice.fit import VoiceRecipe
+
+    fit = manifest.get("voice_fit")
+    if not isinstance(fit, dict) or not isinstance(fit.get("recipe"), dict):
+        return None
+    try:
+        recipe = VoiceRecipe.from_dict(fit["recipe"])
+    except (TypeError, ValueError) as exc:
+        log.warning("ignoring the stored voice recipe (%s); using the default voice", exc)
+        return None
+    if recipe.base not in SYNTHESIZERS:
+        log.warning("stored voice recipe names unknown voice %r; using the default", recipe.base)
+        return None
+    return recipe
+
+
+PAUSE_S = 0.25  # between held-out sentences spoken for the fit
+
+
+def _base_voice(settings: Settings, name: str, texts: Sequence[str]) -> BaseVoice:
+    """The held-out texts spoken by base voice ``name``, and that voice's measured profile."""
+    from ..voice.fit import BaseVoice
+    from ..voice.match import source_profile_for
+
+    synth = get_synthesizer("en", settings.model_copy(update={"tts_english": name}))
+
+    def speak(text: str) -> tuple[np.ndarray, int]:
+        speech = synth.synthesize(text, "en")
+        return speech.pcm, speech.sample_rate_hz
+
+    rate = synth.sample_rate_hz
+    pieces: list[np.ndarray] = []
+    for text in texts:
+        pcm, rate = speak(text)
+        pieces += [np.asarray(pcm, np.float32), np.zeros(int(PAUSE_S * rate), np.float32)]
+    profile = source_profile_for(
+        synth.voice_id, "en", speak, cache_dir=Path(settings.data_dir).expanduser() / "cache"
+    )
+    return BaseVoice(name, np.concatenate(pieces), rate, profile, synth.voice_id)
+
+
+def _word_error_judge(settings: Settings) -> Callable[[np.ndarray, int, str], float] | None:
+    """ASR round trip with the bundled Whisper tiny.en, or ``None`` when it is missing."""
+    try:
+        from faster_whisper import WhisperModel
+
+        from ..asr.whisper import default_model_dir
+
+        model_dir = default_model_dir()
+    except (ImportError, ConfigurationError) as exc:
+        log.warning("voice fit: no speech recognizer (%s); intelligibility not checked", exc)
+        return None
+    from ..evaluate.intelligibility import error_rate
+    from ..media.audio import resample
+
+    loaded: list[Any] = []  # loaded on the first candidate that needs the guard
+
+    def word_error(pcm: np.ndarray, rate_hz: int, text: str) -> float:
+        if not loaded:
+            loaded.append(
+                WhisperModel(
+                    str(model_dir),
+                    device="cpu",
+                    compute_type="int8",
+                    cpu_threads=2,
+                    local_files_only=True,
+                )
+            )
+        model = loaded[0]
+        audio = resample(np.asarray(pcm, np.float32), rate_hz, 16_000)
+        segments, _info = model.transcribe(
+            audio,
+            language="en",
+            beam_size=1,
+            condition_on_previous_text=False,
+            without_timestamps=True,
+        )
+        heard = " ".join(s.text.strip() for s in segments)
+        return error_rate(text, heard, "en").rate
+
+    return word_error
+
+
+def fit_sample(
+    pcm: np.ndarray,
+    rate_hz: int,
+    settings: Settings,
+    mode: str,
+    progress: Progress | None = None,
+) -> dict[str, Any] | None:
+    """Fit the English voice recipe to a person's sample (``voice.fit``); ``None`` for off.
+
+    The result is cached under ``<data_dir>/cache`` by the sample's content, the mode, the
+    measure and the base voices' content keys, so registering the same voice again is
+    instant. Without resemblyzer (the runtime install has no torch) the DSP measure
+    guides the fit and the result says so.
+    """
+    from ..voice import fit
+
+    if mode == "off":
+        return None
+    if mode not in fit.FIT_MODES:
+        raise ValueError(f"voice fit mode must be one of {', '.join(fit.FIT_MODES)}; got {mode!r}")
+    report = progress or (lambda _done, _total, _what: None)
+    report(0, 1, "loading the voices")
+    voice_ids = [
+        get_synthesizer("en", settings.model_copy(update={"tts_english": name})).voice_id
+        for name in fit.BASE_VOICES
+    ]
+    measure, why = fit.default_measure()
+    cache_dir = Path(settings.data_dir).expanduser() / "cache"
+    key = fit.cache_key(pcm, mode, measure.name, voice_ids)
+    cached = fit.load_cached(cache_dir, key)
+    if cached is not None:
+        report(1, 1, "fitted earlier (cached)")
+        return {**cached, "cached": True}
+    tools = fit.FitTools(
+        base_voice=lambda name, texts: _base_voice(settings, name, texts),
+        measure=measure,
+        word_error=_word_error_judge(settings),
+    )
+    result = fit.fit_voice(pcm, rate_hz, mode, tools, report).to_dict()
+    if why:
+        result["note"] = "; ".join(x for x in (why, result["note"]) if x)
+    fit.save_cached(cache_dir, key, result)
+    return {**result, "cached": False}

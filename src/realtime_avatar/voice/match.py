@@ -28,6 +28,7 @@ from .profile import (
     F0_FLOOR_HZ,
     PROFILE_VERSION,
     VoiceProfile,
+    WorldFeatures,
     analyse,
     compute_profile,
     envelope_bins_hz,
@@ -209,6 +210,13 @@ class WorldVoiceMatcher:
         if self.passthrough or n < _MIN_CONVERT_S * rate_hz or in_rms < 1e-5:
             return np.asarray(pcm, dtype=np.float32)
         feats = analyse(x, rate_hz, f0_method=self.options.f0_method)
+        return self.convert_features(feats, n, in_rms)
+
+    def convert_features(self, feats: WorldFeatures, n: int, in_rms: float) -> np.ndarray:
+        """Resynthesise analysed speech (``n`` samples long, at ``in_rms``) in the target
+        voice: the part of ``convert_pcm`` after the analysis, for callers that convert
+        the same speech several ways (the voice fit)."""
+        rate_hz = feats.rate_hz
         f0 = self.map_f0(feats.f0_hz)
         lo, frac, eq = self._bins(rate_hz, feats.envelope.shape[1])
         log_env = np.log(np.maximum(feats.envelope, 1e-20))
