@@ -281,9 +281,8 @@ def serve(
     port: Annotated[int | None, typer.Option("--port", min=1, max=65535)] = None,
 ) -> None:
     """Start the web app on http://127.0.0.1:8000."""
-    import uvicorn
-
     from .server.app import create_app
+    from .server.cluster import serve as serve_app
     from .settings import get_settings
 
     settings = get_settings()
@@ -295,7 +294,9 @@ def serve(
             f"binding to {bind} exposes the avatar to the network; "
             "set AVATAR_TOKEN to a secret first"
         )
-    uvicorn.run(create_app(settings), host=bind, port=port or settings.port, log_level="info")
+    # The node's default public URL and the Host check name what it is bound to.
+    settings = settings.model_copy(update={"host": bind, "port": port or settings.port})
+    serve_app(create_app(settings), host=bind, port=settings.port)
 
 
 @app.command()

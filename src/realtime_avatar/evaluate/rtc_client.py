@@ -148,6 +148,7 @@ class CallRecord:
     audio: list[tuple[float, float]] = field(default_factory=list)  # (arrival, rms)
     connected_at: float = 0.0
     session_id: str = ""
+    node: str | None = None  # with several nodes: the URL of the node holding the session
     last_frame: np.ndarray | None = None
 
     def fps(self, since_s: float = 1.0) -> float:
@@ -382,6 +383,7 @@ class AvatarCall:
             raise RuntimeError(f"offer refused: {res.status_code} {res.text}")
         answer = res.json()
         self.record.session_id = answer.get("session_id", "")
+        self.record.node = answer.get("node")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
         await asyncio.wait_for(connected.wait(), timeout=20)
 

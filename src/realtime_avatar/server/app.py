@@ -32,6 +32,7 @@ from ..jobs.service import VideoJobs
 from ..settings import Settings, get_settings
 from . import metrics
 from .avatars_api import avatars_router
+from .cluster import Node
 from .guard import Guard, RateLimiter, is_loopback, retry_after, split_list
 from .live import LiveServices
 from .rtc import RtcSession
@@ -60,6 +61,7 @@ class Answer(BaseModel):
     sdp: str
     type: str = "answer"
     session_id: str
+    node: str | None = None  # with several nodes: the URL of the node holding the session
 
 
 class BusyError(AvatarError):
@@ -183,6 +185,8 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fas
     # limit holds however many offers arrive at once.
     reserved = 0
     offer_rate = RateLimiter(settings.offer_burst, settings.offers_per_minute)
+    # This server among several (Redis) and its drain on SIGTERM: server/cluster.py.
+    node = Node(settings, lambda: len(sessions) + reserved)
     _redact_access_log()
 
     @asynccontextmanager
@@ -192,6 +196,7 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fas
             await asyncio.to_thread(services.warm_up)
         lag_monitor = asyncio.ensure_future(_watch_loop_lag())
         await asyncio.to_thread(video_jobs.start)
+        await node.start()
         # Render, encode and speech threads hold the GIL for up to the switch interval at a
         # time; the loop, which moves every packet, waits that long each time it wants it.
         switch_s = sys.getswitchinterval()
@@ -200,12 +205,14 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fas
         sys.setswitchinterval(switch_s)
         lag_monitor.cancel()
         await asyncio.gather(*(s.close("server stopping") for s in list(sessions)))
+        await node.stop()
         services.close()
         await asyncio.to_thread(video_jobs.close)
 
     app = FastAPI(title="realtime-avatar", version=__version__, lifespan=lifespan)
     app.state.services = services
     app.state.sessions = sessions
+    app.state.node = node
     cors_origins = split_list(settings.cors_origins)
     if cors_origins:  # closed unless configured
         app.add_middleware(
@@ -252,13 +259,15 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fas
     app.include_router(avatars_router(settings, require_token, services.forget_avatar))
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {
-            "status": "ok",
+    async def health() -> JSONResponse:
+        body = {
+            "status": "draining" if node.draining else "ok",
             "version": __version__,
             "sessions": len(sessions),
             "max_sessions": settings.max_sessions,
+            **await node.health(),
         }
+        return JSONResponse(body, status_code=503 if node.draining else 200)
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -309,18 +318,22 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fas
                 "track (or transceiver) to the peer connection"
             )
         # Check and take the slot with no await in between: the limit holds under a flood.
-        if len(sessions) + reserved >= settings.max_sessions:
+        full = node.draining or len(sessions) + reserved >= settings.max_sessions
+        if full and not node.may_forward(request):
             metrics.SESSIONS_REFUSED.inc()
-            raise BusyError(
-                f"busy: {len(sessions) + reserved} conversation(s) already running (the limit "
-                f"is {settings.max_sessions}); try again in a moment"
-            )
+            raise BusyError(node.busy_message(len(sessions) + reserved))
         client = request.client.host if request.client else "unknown"
-        wait_s = offer_rate.take(client)
+        wait_s = 0.0 if node.from_peer(request) else offer_rate.take(client)
         if wait_s > 0:
             raise TooManyOffersError(
                 f"too many calls opened from {client}; wait {retry_after(wait_s)} s", wait_s
             )
+        if full:  # a node with room answers it (server/cluster.py), or nobody can
+            answer = await node.forward_offer(offer.model_dump(), client)
+            if answer is None:
+                metrics.SESSIONS_REFUSED.inc()
+                raise BusyError(node.busy_message(len(sessions) + reserved))
+            return Answer.model_validate(answer)
         reserved += 1
         try:
             return await _open_call(offer)
@@ -341,6 +354,7 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fas
         def closed(rtc: RtcSession, reason: str) -> None:
             sessions.discard(rtc)
             metrics.SESSIONS.set(len(sessions))
+            node.changed()
             metrics.FRAMES.inc(rtc.frames_sent)
             services.close_session(live.session_id, reason)
             log.info("session %s closed: %s", live.session_id, reason)
@@ -356,12 +370,18 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fas
         rtc_holder["rtc"] = rtc
         sessions.add(rtc)
         metrics.SESSIONS.set(len(sessions))
+        node.changed()
         try:
             answer = await rtc.answer(offer.sdp, offer.type)
         except Exception as exc:
             await rtc.close("bad offer")
             raise AvatarError(f"could not use this SDP offer: {exc}") from None
-        return Answer(sdp=answer.sdp, type=answer.type, session_id=live.session_id)
+        return Answer(
+            sdp=answer.sdp,
+            type=answer.type,
+            session_id=live.session_id,
+            node=node.load.url if node.cluster is not None else None,
+        )
 
     static = Path(str(resources.files("realtime_avatar") / "server" / "static"))
     app.mount("/static", StaticFiles(directory=static), name="static")

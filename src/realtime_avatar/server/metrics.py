@@ -19,6 +19,32 @@ SESSIONS_REFUSED = Counter(
 )
 TURNS = Counter("avatar_turns_total", "Conversation turns", ["outcome"], registry=REGISTRY)
 FRAMES = Counter("avatar_frames_sent_total", "Video frames sent to peers", registry=REGISTRY)
+# This node among several (server/cluster.py); Prometheus adds the scraped instance.
+NODE_INFO = Gauge(
+    "avatar_node_info", "This node's id and public URL (value 1)", ["node", "url"],
+    registry=REGISTRY,
+)  # fmt: skip
+SESSIONS_MAX = Gauge(
+    "avatar_sessions_max", "Live sessions this node takes (AVATAR_MAX_SESSIONS)", registry=REGISTRY
+)
+NODE_DRAINING = Gauge(
+    "avatar_node_draining", "1 while the node drains after SIGTERM: no new sessions",
+    registry=REGISTRY,
+)  # fmt: skip
+CLUSTER_NODES = Gauge(
+    "avatar_cluster_nodes", "Live nodes registered in Redis, as this node last read them",
+    registry=REGISTRY,
+)  # fmt: skip
+CLUSTER_REDIS_UP = Gauge(
+    "avatar_cluster_redis_up", "1 when this node's last heartbeat reached Redis",
+    registry=REGISTRY,
+)  # fmt: skip
+OFFERS_FORWARDED = Counter(
+    "avatar_offers_forwarded_total",
+    "Offers this full node passed to a peer, by what came of each try",
+    ["outcome"],
+    registry=REGISTRY,
+)
 # Fine from 1 to 50 ms: a session's frames are 40 ms apart, so a lag of tens of ms is felt.
 LOOP_LAG_BUCKETS = (
     0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1.0,
