@@ -544,3 +544,75 @@ def test_a_stopped_worker_hands_its_job_back(
     check_video(jobs_dir / record.id / "video.mp4")
     queue.close()
     store.close()
+
+
+@pytest.mark.slow
+def test_the_page_plays_the_video_while_it_renders(data_dir: Path, tmp_path: Path) -> None:
+    """Chromium: from the main page's link to the videos page; paste a script, pick the
+    avatar and language, press the button; the <video> shows frames while the job is still
+    running; at the end the download link is the whole MP4."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    from .live_server import running_server
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    args = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--autoplay-policy=no-user-gesture-required",
+    ]
+    env = {"AVATAR_JOBS_DIR": str(tmp_path / "videos")}
+    with running_server(data_dir, **env) as base, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=args)
+        page = browser.new_page(viewport={"width": 1280, "height": 820})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(base)
+        page.click("a[href='/static/videos.html']")
+        page.wait_for_selector("#avatar option[value='default']", state="attached", timeout=15_000)
+        page.fill("#script", SCRIPT)
+        page.select_option("#avatar", "default")
+        page.select_option("#language", "en")
+        # Count decoded frames and note the job's state as the page shows it at the first.
+        page.evaluate(
+            """() => {
+              const v = document.getElementById('job-video');
+              window.seen = {frames: 0, stateAtFirst: null};
+              const tick = () => {
+                window.seen.frames++;
+                if (window.seen.frameStateTaken !== true) {
+                  window.seen.stateAtFirst = document.getElementById('job-state').textContent;
+                  window.seen.frameStateTaken = true;
+                }
+                v.requestVideoFrameCallback(tick);
+              };
+              v.requestVideoFrameCallback(tick);
+            }"""
+        )
+        page.click("#render")
+        page.wait_for_function("window.seen.frames > 0", timeout=120_000)
+        # The page's own state line, and the API, at the first shown frame: still rendering.
+        job_id = page.evaluate("job")
+        with httpx.Client(base_url=base, timeout=30) as client:
+            api_state = client.get(f"/api/v1/videos/{job_id}").json()["state"]
+            assert api_state == "running", api_state
+            assert not page.evaluate("window.seen.stateAtFirst").startswith("done")
+            page.wait_for_selector("#download:not([hidden])", timeout=300_000)
+            href = page.get_attribute("#download", "href")
+            assert href is not None and href.startswith(f"/api/v1/videos/{job_id}/stream")
+            assert page.evaluate("document.getElementById('job-state').textContent").startswith("done")
+            page.screenshot(path=str(tmp_path / "videos-page.png"))
+            download = client.get(href)
+        assert download.status_code == 200
+        out = tmp_path / "download.mp4"
+        out.write_bytes(download.content)
+        check_video(out)
+        assert page.evaluate("window.seen.frames") > 25, "the video did not play on"
+        assert not errors, errors
+        browser.close()
