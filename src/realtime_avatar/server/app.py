@@ -213,6 +213,7 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fas
     app.state.services = services
     app.state.sessions = sessions
     app.state.node = node
+    metrics.FRAMES.live = lambda: sum(s.frames_sent for s in sessions)  # fps on /metrics
     cors_origins = split_list(settings.cors_origins)
     if cors_origins:  # closed unless configured
         app.add_middleware(
