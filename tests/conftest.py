@@ -21,6 +21,9 @@ from .redis_server import redis_server, redis_url  # noqa: F401
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+# Registering an avatar fits its voice by default (seconds to a minute); tests that want
+# the fit ask for it (tests/test_voice_fit.py).
+os.environ.setdefault("AVATAR_VOICE_FIT", "off")
 
 # Fixtures that register the default avatar (mediapipe) or start a model server.
 SLOW_FIXTURES = {

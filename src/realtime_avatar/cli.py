@@ -10,7 +10,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -49,6 +49,14 @@ def register(
     force: Annotated[
         bool, typer.Option("--force", help="replace an avatar of the same name")
     ] = False,
+    voice_fit: Annotated[
+        str | None,
+        typer.Option(
+            "--voice-fit",
+            help="fit the voice to the sample: fast (~15 s), full (~90 s) or off "
+            "[default: AVATAR_VOICE_FIT, fast]",
+        ),
+    ] = None,
 ) -> None:
     """Make an avatar from one photo and one voice sample."""
     from .avatars.registry import register as do_register
@@ -58,17 +66,33 @@ def register(
         "checking the voice sample",
         "finding the face",
         "computing the voice profile",
+        "fitting the voice",
         "saving",
     ]
     with _progress() as bar:
         task = bar.add_task("registering", total=len(steps))
+        fit_task: list[TaskID] = []
 
         def step(label: str) -> None:
             bar.update(
                 task, description=label, completed=steps.index(label) if label in steps else 0
             )
 
-        avatar = do_register(name, image, voice, persona, force=force, progress=step)
+        def fit_step(done: int, total: int, what: str) -> None:
+            if not fit_task:
+                fit_task.append(bar.add_task("voice fit", total=total))
+            bar.update(fit_task[0], description=f"voice fit: {what}", completed=done, total=total)
+
+        avatar = do_register(
+            name,
+            image,
+            voice,
+            persona,
+            force=force,
+            progress=step,
+            voice_fit=voice_fit,
+            fit_progress=fit_step,
+        )
         bar.update(task, description="done", completed=len(steps))
     face = avatar.manifest["face"]
     console.print(
@@ -76,6 +100,23 @@ def register(
         f"(face {face['face_size_px']:.0f} px, "
         f"voice {avatar.manifest['voice']['speech_s']:.1f} s of speech)"
     )
+    fit = avatar.manifest.get("voice_fit")
+    if fit:
+        console.print(_fit_line(fit), highlight=False, soft_wrap=True)
+
+
+def _fit_line(fit: dict[str, Any]) -> str:
+    """One line on a voice fit: recipe, held-out similarity before and after, pitch, time."""
+    raw, fitted = fit.get("raw") or {}, fit.get("fitted") or {}
+    line = (
+        f"voice: {fit.get('describe')} ({fit.get('mode')}, {fit.get('measure')}): held-out "
+        f"similarity {raw.get('similarity')} -> {fitted.get('similarity')}, median pitch "
+        f"{raw.get('median_f0_hz')} -> {fitted.get('median_f0_hz')} Hz "
+        f"(person {fit.get('target_median_f0_hz')} Hz), {fit.get('seconds')} s"
+    )
+    if fit.get("cached"):
+        line += ", cached"
+    return line + (f"; {fit['note']}" if fit.get("note") else "")
 
 
 _stop_requested = threading.Event()  # Ctrl-C or SIGTERM arrived
@@ -267,12 +308,23 @@ def bench(
 @app.command("list")
 def list_command() -> None:
     """List the registered avatars."""
-    from .avatars.registry import list_avatars
+    from .avatars.registry import list_avatars, voice_fits
 
     names = list_avatars()
-    typer.echo(
-        "\n".join(names) if names else "no avatars yet (the default one is made on first use)"
-    )
+    if not names:
+        typer.echo("no avatars yet (the default one is made on first use)")
+        return
+    fits = voice_fits(names)
+    for name in names:
+        fit = fits.get(name)
+        if fit is None:
+            typer.echo(f"{name}  voice: not fitted")
+            continue
+        typer.echo(
+            f"{name}  voice: {fit['describe']} ({fit['mode']}, {fit['measure']}), held-out "
+            f"similarity {fit['similarity_raw']} -> {fit['similarity_fitted']}, median pitch "
+            f"{fit['median_f0_hz']['fitted']} Hz (person {fit['median_f0_hz']['target']} Hz)"
+        )
 
 
 @app.command()

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     tts_english: str = "piper"
     tts_other: str = "espeak"
     piper_model: Path | None = None  # another Piper voice (.onnx with its .onnx.json)
+    # Voice fitting at registration (voice/fit.py): off, fast (about 15 s) or full (90 s).
+    voice_fit: str = "fast"
 
     max_image_pixels: int = 40_000_000
     max_upload_bytes: int = 25 * 1024 * 1024

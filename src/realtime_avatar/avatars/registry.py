@@ -58,6 +58,7 @@ TRASH_STALE_S = 60.0
 _LEFTOVER_RE = re.compile(r"^\.(?:trash-)?[a-z0-9][a-z0-9_-]{0,39}-")
 
 Progress = Callable[[str], None]
+FitProgress = Callable[[int, int, str], None]  # (done, total, what): the voice fit's steps
 
 
 @dataclass
@@ -268,8 +269,14 @@ def register(
     settings: Settings | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    voice_fit: str | None = None,
+    fit_progress: FitProgress | None = None,
 ) -> Avatar:
     """Validate a photo and a voice sample, precompute everything, and store the avatar.
+
+    ``voice_fit`` (``off``, ``fast``, ``full``; default ``AVATAR_VOICE_FIT``) fits the
+    English voice recipe to the sample (``voice.fit``) and stores it with its scores in
+    the manifest's ``voice_fit``; ``fit_progress`` follows the fit's candidates.
 
     The avatar is written to a temporary folder and moved into place at the end, so a
     failure or an interruption never leaves a half-made avatar or damages an existing one.
@@ -277,6 +284,7 @@ def register(
     settings = settings or get_settings()
     step = progress or (lambda _msg: None)
     name = validate_name(name)
+    fit_mode = _voice_fit_mode(voice_fit if voice_fit is not None else settings.voice_fit)
     root = writable_avatars_dir(settings)
     clean_leftovers(root)
     target = root / name
@@ -303,6 +311,12 @@ def register(
     peak = float(np.max(np.abs(pcm))) or 1.0
     pcm = (pcm * min(0.9 / peak, 10.0)).astype(np.float32)
     profile = compute_profile(pcm, VOICE_RATE_HZ)
+    fitted = None
+    if fit_mode != "off":
+        step("fitting the voice")
+        from ..engine.voice import fit_sample
+
+        fitted = fit_sample(pcm, VOICE_RATE_HZ, settings, fit_mode, fit_progress)
 
     step("saving")
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
@@ -330,6 +344,8 @@ def register(
             },
             "has_persona": bool(persona_text.strip()),
         }
+        if fitted is not None:
+            manifest["voice_fit"] = fitted
         # The manifest is what makes a folder an avatar: written last, whole, atomically.
         _write_atomically(staging / MANIFEST, json.dumps(manifest, indent=2).encode("utf-8"))
         (staging / OWNER).unlink()
@@ -351,6 +367,58 @@ def register(
         raise
     log.info("registered avatar %s in %s", name, target)
     return load_avatar(name, settings=settings)
+
+
+def _voice_fit_mode(mode: str) -> str:
+    """``off``, ``fast`` or ``full``, else a clear error (before any slow work)."""
+    clean = (mode or "").strip().lower()
+    if clean not in ("off", "fast", "full"):
+        raise ConfigurationError(
+            f"unknown voice fit {mode!r}; use off, fast (about 15 s) or full (about 90 s) "
+            "(--voice-fit or AVATAR_VOICE_FIT)"
+        )
+    return clean
+
+
+def voice_fit_summary(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """What a listing shows of an avatar's fitted voice: recipe and held-out scores."""
+    fit = manifest.get("voice_fit")
+    if not isinstance(fit, dict):
+        return None
+    raw, fitted = fit.get("raw") or {}, fit.get("fitted") or {}
+    return {
+        "mode": fit.get("mode"),
+        "measure": fit.get("measure"),
+        "recipe": fit.get("recipe"),
+        "describe": fit.get("describe"),
+        "similarity_raw": raw.get("similarity"),
+        "similarity_fitted": fitted.get("similarity"),
+        "median_f0_hz": {
+            "target": fit.get("target_median_f0_hz"),
+            "raw": raw.get("median_f0_hz"),
+            "fitted": fitted.get("median_f0_hz"),
+        },
+        "envelope_db": {"raw": raw.get("envelope_db"), "fitted": fitted.get("envelope_db")},
+        "wer": {"raw": raw.get("wer"), "fitted": fitted.get("wer")},
+        "seconds": fit.get("seconds"),
+        "note": fit.get("note", ""),
+    }
+
+
+def voice_fits(names: list[str], settings: Settings | None = None) -> dict[str, Any]:
+    """Each named avatar's voice fit summary (``None`` when not fitted), read from manifests."""
+    settings = settings or get_settings()
+    out: dict[str, Any] = {}
+    for name in names:
+        try:
+            manifest = json.loads(
+                (avatars_dir(settings) / name / MANIFEST).read_text(encoding="utf-8")
+            )
+        except (OSError, ValueError):
+            out[name] = None
+            continue
+        out[name] = voice_fit_summary(manifest) if isinstance(manifest, dict) else None
+    return out
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -491,4 +559,5 @@ def ensure_default_avatar(settings: Settings | None = None) -> None:
             Path(persona),
             settings=settings,
             force=True,
+            voice_fit="off",  # the shipped voice is synthetic; a first serve must not wait
         )

@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..avatars.registry import list_avatars, load_avatar, validate_name
+from ..avatars.registry import list_avatars, load_avatar, validate_name, voice_fits
 from ..errors import AvatarError, ConfigurationError
 from ..events import ServerEvent, events_schema
 from ..jobs.service import VideoJobs
@@ -278,7 +278,8 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fas
     async def avatars() -> dict[str, Any]:
         await asyncio.to_thread(services.ensure_default)
         names = await asyncio.to_thread(list_avatars, settings)
-        return {"avatars": names, "default": "default"}
+        fits = await asyncio.to_thread(voice_fits, names, settings)
+        return {"avatars": names, "default": "default", "voice_fits": fits}
 
     @app.get("/api/v1/avatars/{name}/image", dependencies=[Depends(require_token)])
     async def avatar_image(name: str) -> FileResponse:

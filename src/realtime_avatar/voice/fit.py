@@ -31,7 +31,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -102,6 +102,14 @@ class VoiceRecipe:
         parts = [self.base]
         parts += [f"{KNOB_LABELS[k]} {getattr(self, k):g}" for k in KNOBS if getattr(self, k) > 0]
         return " + ".join(parts)
+
+    def with_strength(self, knob: str, level: float) -> VoiceRecipe:
+        """This recipe with one conversion (a name in ``KNOBS``) set to ``level``."""
+        if knob not in KNOBS:
+            raise ValueError(f"unknown conversion {knob!r}; one of {', '.join(KNOBS)}")
+        strengths = {k: getattr(self, k) for k in KNOBS}
+        strengths[knob] = level
+        return VoiceRecipe(base=self.base, **strengths)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VoiceRecipe:
@@ -430,6 +438,24 @@ def _pitch_distance(median_hz: float, target_hz: float) -> float:
     return abs(float(np.log(median_hz / target_hz)))
 
 
+def rejection(
+    cand: CandidateScore, current: CandidateScore, raw: CandidateScore, target_hz: float
+) -> str:
+    """Why a candidate is not kept over ``current`` (empty when it passes): it must raise
+    held-out similarity, and its median pitch must not move away from the person's
+    further than the raw base voice's (``raw``) by more than ``PITCH_SLACK``."""
+    if cand.similarity < current.similarity + MIN_GAIN:
+        return f"similarity {cand.similarity:.3f} ≤ {current.similarity:.3f}"
+    if _pitch_distance(cand.median_f0_hz, target_hz) > (
+        _pitch_distance(raw.median_f0_hz, target_hz) + PITCH_SLACK
+    ):
+        return (
+            f"pitch {cand.median_f0_hz:.0f} Hz moves away from {target_hz:.0f} Hz "
+            f"(raw {raw.median_f0_hz:.0f} Hz)"
+        )
+    return ""
+
+
 def fit_voice(
     pcm: np.ndarray,
     rate_hz: int,
@@ -486,18 +512,10 @@ def fit_voice(
             for level in levels:
                 if search.out_of_time():
                     break
-                cand = search.score(replace(current.recipe, **{knob: level}))
-                if cand.similarity < current.similarity + MIN_GAIN:
-                    cand.reason = f"similarity {cand.similarity:.3f} ≤ {current.similarity:.3f}"
-                    continue
-                if (
-                    _pitch_distance(cand.median_f0_hz, target_hz)
-                    > _pitch_distance(raw.median_f0_hz, target_hz) + PITCH_SLACK
-                ):
-                    cand.reason = (
-                        f"pitch {cand.median_f0_hz:.0f} Hz moves away from "
-                        f"{target_hz:.0f} Hz (raw {raw.median_f0_hz:.0f} Hz)"
-                    )
+                cand = search.score(current.recipe.with_strength(knob, level))
+                reason = rejection(cand, current, raw, target_hz)
+                if reason:
+                    cand.reason = reason
                     continue
                 if not wer_known:
                     raw_wer, wer_known = search.word_error(raw.recipe), True
