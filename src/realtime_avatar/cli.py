@@ -351,6 +351,32 @@ def serve(
     serve_app(create_app(settings), host=bind, port=settings.port)
 
 
+@app.command("model-service")
+def model_service(
+    host: Annotated[str | None, typer.Option("--host", help="address to bind")] = None,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8765,
+) -> None:
+    """Serve the configured renderers and synthesizers to runtimes (AVATAR_MODEL_SERVICE_URL)."""
+    from .modelservice.protocol import PROTOCOL_VERSION, is_loopback
+    from .modelservice.server import serve as serve_models
+    from .settings import get_settings
+
+    settings = get_settings()
+    bind = host or settings.host
+    if not is_loopback(bind) and not settings.token:
+        _fail(
+            f"binding the model service to {bind} exposes it to the network; "
+            "set AVATAR_TOKEN to a secret first (and the same on the runtime)"
+        )
+    console.print(
+        f"[green]model service[/] on ws://{bind}:{port}/ws (protocol {PROTOCOL_VERSION}); "
+        f"runtimes: AVATAR_MODEL_SERVICE_URL=ws://{bind}:{port}; Ctrl-C to stop",
+        highlight=False,
+        soft_wrap=True,
+    )
+    serve_models(settings, bind, port)
+
+
 @app.command()
 def worker(
     threads: Annotated[

@@ -39,6 +39,16 @@ class Settings(BaseSettings):
     tts_english: str = "piper"
     tts_other: str = "espeak"
     piper_model: Path | None = None  # another Piper voice (.onnx with its .onnx.json)
+    # The model service (`avatar model-service`, realtime_avatar.modelservice): with its
+    # URL (ws://gpu-box:8765) the runtime renders and/or speaks there, falling back to
+    # these models here while it is unreachable. Token: AVATAR_MODEL_SERVICE_TOKEN, else
+    # AVATAR_TOKEN (the service checks its own AVATAR_TOKEN).
+    model_service_url: str | None = None
+    model_service_token: str | None = None
+    model_service_stages: str = "render,tts"  # which stages go to the service
+    model_service_timeout_s: float = Field(default=20.0, gt=0)  # to connect; for each reply
+    model_service_frame_codec: str = "auto"  # raw, jpeg, or auto: raw on loopback, else jpeg
+    model_service_ahead_frames: int = Field(default=8, ge=1, le=250)  # drawn ahead of display
     # Voice fitting at registration (voice/fit.py): off, fast (about 15 s) or full (90 s).
     voice_fit: str = "fast"
 

@@ -38,7 +38,16 @@ def register_renderer(name: str, factory: RendererFactory) -> None:
 
 
 def create_renderer(name: str, face: FaceImage, settings: Settings) -> Renderer:
-    """A renderer for one avatar's prepared face (one per session: it keeps the clock)."""
+    """A renderer for one avatar's prepared face (one per session: it keeps the clock).
+
+    With ``AVATAR_MODEL_SERVICE_URL`` set it renders on the model service
+    (``modelservice/client.py``), which may have renderers this machine has not.
+    """
+    if settings.model_service_url:
+        from ..modelservice.client import create_remote_renderer, uses_service
+
+        if uses_service(settings, "render"):
+            return create_remote_renderer(name, face, settings)
     try:
         factory = RENDERERS[name]
     except KeyError:

@@ -8,6 +8,7 @@ in that avatar's voice, so it is kept per reference voice.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Hashable
@@ -59,14 +60,22 @@ _INSTANCES_LOCK = threading.Lock()
 
 def _instance(name: str, settings: Settings, reference: ReferenceVoice | None) -> Synthesizer:
     """Synthesizer ``name`` for these settings: the process's one instance, or for a
-    synthesizer that speaks in the reference voice, the one built for ``reference``."""
+    synthesizer that speaks in the reference voice, the one built for ``reference``.
+    With ``AVATAR_MODEL_SERVICE_URL`` set it is a handle on the model service's."""
     factory = SYNTHESIZERS.get(name)
-    if factory is None:
+    settings_key: Hashable
+    if settings.model_service_url and _remote_tts(settings):
+        from ..modelservice.client import create_remote_synthesizer
+
+        factory = functools.partial(create_remote_synthesizer, name)
+        settings_key = ("model-service", settings.model_service_url)
+    elif factory is None:
         raise ConfigurationError(
             f"Unknown synthesizer '{name}'; set AVATAR_TTS_ENGLISH / AVATAR_TTS_OTHER "
             f"to one of {', '.join(sorted(SYNTHESIZERS))}."
         )
-    settings_key = _SETTINGS_KEYS.get(name, lambda _settings: None)(settings)
+    else:
+        settings_key = _SETTINGS_KEYS.get(name, lambda _settings: None)(settings)
     with _INSTANCES_LOCK:
         synthesizer = _SHARED.get((name, settings_key))
         if synthesizer is None:
@@ -79,6 +88,19 @@ def _instance(name: str, settings: Settings, reference: ReferenceVoice | None) -
             else:
                 _SHARED[(name, settings_key)] = synthesizer
         return synthesizer
+
+
+def _remote_tts(settings: Settings) -> bool:
+    from ..modelservice.client import uses_service
+
+    return uses_service(settings, "tts")
+
+
+def synthesizer_named(
+    name: str, settings: Settings, reference: ReferenceVoice | None = None
+) -> Synthesizer:
+    """Synthesizer ``name`` (whatever languages it speaks): what the model service serves."""
+    return _instance(name, settings, reference)
 
 
 def _candidates(language: str, settings: Settings) -> list[str]:
