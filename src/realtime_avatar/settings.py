@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -61,8 +61,17 @@ class Settings(BaseSettings):
     port: int = 8000
     token: str | None = None
     max_sessions: int = 2
-    # The call's VP8 video: a rendered face at 512x512 stays sharp at about 1 Mbit/s.
-    video_bitrate_kbps: int = 1200
+    # The call's video (server/encoders.py), encoded on the session's render thread.
+    # Codecs in order of preference; the first one the peer's offer has is sent (H.264
+    # first: x264 costs about half VP8's time a frame here, at the same sharpness).
+    video_codecs: str = "h264,vp8"
+    # Target rate of a 512x512, 25 fps call: bench/video_quality.py measured face SSIM
+    # 0.99 from about 1.2 Mbit/s up, received by an aiortc client (docs/BENCHMARKS.md).
+    video_bitrate_kbps: int = 2000
+    # Evaluation only: every rendered frame of each call, raw RGB, into this folder
+    # (786 KB a frame at 512 px, 20 MB/s), so what a client receives can be scored
+    # against what the renderer made (evaluate/video_quality.py). Never in production.
+    video_reference_dir: Path | None = None
     # Host names the server answers to besides loopback names and IP literals, comma
     # separated: a foreign Host header is how DNS rebinding reaches a loopback server.
     allowed_hosts: str = ""
@@ -141,6 +150,18 @@ class Settings(BaseSettings):
     llama_n_ctx: int = 2048
     llama_n_threads: int = 1
     llama_chat_format: str | None = None
+
+    @field_validator("video_codecs")
+    @classmethod
+    def _known_video_codecs(cls, value: str) -> str:
+        names = [name.strip().lower() for name in value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in ("h264", "vp8")]
+        if not names or unknown:
+            raise ValueError(
+                f"AVATAR_VIDEO_CODECS={value!r}: name h264 and/or vp8, in order of "
+                "preference (e.g. h264,vp8)"
+            )
+        return ",".join(names)
 
     @classmethod
     def settings_customise_sources(

@@ -5,8 +5,10 @@ part gives the voice profile the WORLD matcher converts toward, the *held-out* p
 what every candidate is scored against (never the part it was fitted on). A candidate is
 a ``VoiceRecipe``: a base voice (Piper joe, hibari "heart") and how strongly each WORLD
 conversion is applied (pitch mapping, vocal-tract warp, long-term envelope EQ). The
-search is greedy: each base voice is scored raw, then, on the best base (``fast``) or on
-every base (``full``), each conversion is tried in turn and kept only where it
+search is greedy: each base voice is scored raw and with the matcher's default
+conversion (what the product did before fitting); then, from the best of those, on the
+best base (``fast``) or on every base (``full``), each conversion in turn is switched off,
+on (or to half, ``full``), and a change is kept only where it
 
 - raises held-out speaker similarity by at least ``MIN_GAIN``,
 - keeps the median pitch moving toward the person's, never away from it (the guard the
@@ -50,16 +52,18 @@ from .profile import (
 
 log = logging.getLogger(__name__)
 
-FIT_VERSION = 1
+FIT_VERSION = 2
 FIT_MODES = ("off", "fast", "full")
 TIME_BUDGET_S = {"fast": 15.0, "full": 90.0}
 BASE_VOICES = ("piper", "hibari")  # English synthesizers a recipe may start from
 MIN_GAIN = 0.005  # a conversion must raise held-out similarity by this much to be kept
 MAX_WER_RISE = 0.05  # ... and may add at most this much word error to the raw voice's
 PITCH_SLACK = 0.03  # |ln F0 ratio| a candidate may lose against the raw voice (~0.5 st)
-# Conversion strengths tried per knob, in order; ``full`` also tries half strength.
-LEVELS = {"fast": (1.0,), "full": (1.0, 0.5)}
 KNOBS = ("f0_strength", "warp_strength", "eq_strength")
+# The matcher's defaults (voice/match.py MatchOptions): the product's voice without a fit.
+DEFAULT_STRENGTHS = {"f0_strength": 1.0, "warp_strength": 1.0, "eq_strength": 0.5}
+# Strengths tried per conversion, as a share of its default: off or on; ``full`` also half.
+LEVELS = {"fast": (0.0, 1.0), "full": (0.0, 0.5, 1.0)}
 KNOB_LABELS = {"f0_strength": "pitch", "warp_strength": "formant warp", "eq_strength": "EQ"}
 MIN_PART_S = 2.0  # each half of the sample must hold this much audio
 
@@ -471,8 +475,8 @@ def fit_voice(
     report = progress or (lambda _done, _total, _what: None)
     texts = HELD_OUT_TEXTS[: TEXTS_PER_MODE[mode]]
     levels = LEVELS[mode]
-    per_base = 1 + len(KNOBS) * len(levels)
-    total = len(bases) + (per_base - 1) * (len(bases) if mode == "full" else 1)
+    searched_bases = len(bases) if mode == "full" else 1
+    total = 2 * len(bases) + searched_bases * len(KNOBS) * (len(levels) - 1)
 
     report(0, total, "measuring the sample")
     first, second = split_at_pause(pcm, rate_hz)
@@ -495,44 +499,68 @@ def fit_voice(
         report(0, total, f"speaking with {name}")
         voices[name] = tools.base_voice(name, texts)
     search = _Search(folds, voices, tools, texts, start + TIME_BUDGET_S[mode], report, total)
+    raw_wer: dict[str, float | None] = {}
 
-    raws = {name: search.score(VoiceRecipe(base=name)) for name in bases}
-    for raw in raws.values():
+    def intelligible(cand: CandidateScore, raw: CandidateScore) -> bool:
+        """The ASR guard, run only on a candidate about to be kept (it costs a decode)."""
+        if not cand.recipe.converts:
+            return True
+        if raw.recipe.base not in raw_wer:
+            raw_wer[raw.recipe.base] = raw.wer = search.word_error(raw.recipe)
+        before = raw_wer[raw.recipe.base]
+        cand.wer = search.word_error(cand.recipe)
+        if before is not None and cand.wer is not None and cand.wer > before + MAX_WER_RISE:
+            cand.reason = f"WER {cand.wer:.2f} against the raw voice's {before:.2f}"
+            return False
+        return True
+
+    # Phase 1: every base voice raw, and with the matcher's default conversion.
+    raws: dict[str, CandidateScore] = {}
+    starts: dict[str, CandidateScore] = {}
+    for name in bases:
+        if raws and search.out_of_time():
+            break
+        raw = raws[name] = search.score(VoiceRecipe(base=name))
         raw.accepted, raw.reason = True, "base voice"
-    order = sorted(bases, key=lambda n: raws[n].similarity, reverse=True)
-    searched = order if mode == "full" else order[:1]
+        starts[name] = raw
+        if name != bases[0] and search.out_of_time():
+            continue
+        default = search.score(VoiceRecipe(base=name, **DEFAULT_STRENGTHS))
+        # The default conversion competes with the raw voice under the same rules.
+        reason = rejection(default, raw, raw, target_hz)
+        if reason:
+            default.reason = reason
+        elif intelligible(default, raw):
+            default.accepted, default.reason = True, "kept (default conversion)"
+            starts[name] = default
+    order = sorted(starts, key=lambda n: starts[n].similarity, reverse=True)
 
+    # Phase 2: each conversion switched off / on / to half, kept where it helps.
     best: tuple[CandidateScore, CandidateScore] | None = None  # (fitted, its raw)
-    for name in searched:
-        raw = raws[name]
-        raw_wer: float | None = None
-        wer_known = False
-        current = raw
+    for name in order[:searched_bases]:
+        raw, current = raws[name], starts[name]
         for knob in KNOBS:
-            for level in levels:
-                if search.out_of_time():
-                    break
+            tried_here = []
+            for share in levels:
+                level = share * DEFAULT_STRENGTHS[knob]
+                if level == getattr(current.recipe, knob) or search.out_of_time():
+                    continue
                 cand = search.score(current.recipe.with_strength(knob, level))
                 reason = rejection(cand, current, raw, target_hz)
                 if reason:
                     cand.reason = reason
                     continue
-                if not wer_known:
-                    raw_wer, wer_known = search.word_error(raw.recipe), True
-                    raw.wer = raw_wer
-                cand.wer = search.word_error(cand.recipe)
-                if (
-                    raw_wer is not None
-                    and cand.wer is not None
-                    and (cand.wer > raw_wer + MAX_WER_RISE)
-                ):
-                    cand.reason = f"WER {cand.wer:.2f} against the raw voice's {raw_wer:.2f}"
-                    continue
-                cand.accepted, cand.reason = True, "kept"
-                current = cand
-                break  # the strongest level that helps; the next knob builds on it
+                tried_here.append(cand)
+            for cand in sorted(tried_here, key=lambda c: c.similarity, reverse=True):
+                if intelligible(cand, raw):
+                    cand.accepted, cand.reason = True, "kept"
+                    current = cand
+                    break
         if best is None or current.similarity > best[0].similarity:
             best = (current, raw)
+    for name in order[searched_bases:]:
+        if best is None or starts[name].similarity > best[0].similarity:
+            best = (starts[name], raws[name])
     assert best is not None
     fitted, raw = best
     # Reported, never used to choose: a measure the search did not optimise.
