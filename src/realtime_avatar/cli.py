@@ -245,7 +245,14 @@ def eval_command(
         Path, typer.Option("--out", help="folder for report.json and report.html")
     ] = Path("eval-report"),
 ) -> None:
-    """Grade the whole system with independent instruments; writes JSON and HTML."""
+    """Grade the whole system with independent instruments; writes JSON and HTML.
+
+    ``--suite voices`` scores the voice (fitted and not) on the real-voice set instead:
+    resemblyzer similarity, pitch error, envelope distance and WER (voices.json).
+    """
+    if suite in ("voices", "voices-full"):
+        _eval_voices(out, "full" if suite == "voices-full" else "fast")
+        return
     from .evaluate.runner import run_suite
 
     if suite not in ("quick", "full", "dialogue"):
@@ -258,6 +265,40 @@ def eval_command(
             progress=lambda label, d, t: bar.update(task, description=label, completed=d, total=t),
         )
     console.print(f"[green]wrote[/] {report} and {report.with_name('report.html')}")
+
+
+def _eval_voices(out: Path, mode: str) -> None:
+    """``avatar eval --suite voices``: the real-voice set's scores into ``out/voices.json``."""
+    import json
+
+    from .evaluate.voices import SYSTEMS, evaluate_voices, voice_set
+    from .settings import get_settings
+
+    voices = voice_set()
+    with _progress() as bar:
+        task = bar.add_task("voices", total=len(voices))
+        done = [0]
+
+        def step(label: str) -> None:
+            if label.endswith(": fitting (" + mode + ")"):
+                done[0] += 1
+            bar.update(task, description=label, completed=done[0] - 1)
+
+        result = evaluate_voices(get_settings(), mode, progress=step)
+        bar.update(task, description="done", completed=len(voices))
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "voices.json"
+    path.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    summary = result["summary"]
+    for system in SYSTEMS:
+        row = summary[system]
+        console.print(
+            f"{system:8s} similarity mean {row['similarity_mean']:.3f} (min "
+            f"{row['similarity_min']:.3f}), pitch error {row['pitch_error_st_mean']:.1f} st, "
+            f"envelope {row['envelope_db_mean']:.1f} dB, WER {row['wer_mean']:.3f}",
+            highlight=False,
+        )
+    console.print(f"[green]wrote[/] {path}")
 
 
 @app.command()
