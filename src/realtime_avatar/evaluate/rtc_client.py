@@ -25,6 +25,7 @@ from aiortc import (
     RTCConfiguration,
     RTCDataChannel,
     RTCPeerConnection,
+    RTCRtpReceiver,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError
@@ -232,6 +233,7 @@ class AvatarCall:
         dialogue: str | None = None,
         measure_mouth: bool = True,
         low_latency: bool = True,
+        video_codecs: list[str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.clips = clips
@@ -241,6 +243,8 @@ class AvatarCall:
         # Hand frames over when complete, as a browser does, rather than aiortc's holds
         # (audio 80 ms, video one frame): arrival times then measure the server.
         self.low_latency = low_latency
+        # Offer only these video codecs (SDP names: "H264", "VP8"); None: aiortc's list.
+        self.video_codecs = video_codecs
         self.record = CallRecord()
         self._mouth_box: tuple[int, int, int, int] | None = None
         self._pc: RTCPeerConnection | None = None
@@ -348,7 +352,12 @@ class AvatarCall:
         self._pc = pc
         self.mic = ScriptedMic(self.clips)
         pc.addTrack(self.mic)
-        pc.addTransceiver("video", direction="recvonly")
+        video = pc.addTransceiver("video", direction="recvonly")
+        if self.video_codecs:
+            wanted = [name.upper() for name in self.video_codecs]
+            capabilities = RTCRtpReceiver.getCapabilities("video")
+            assert capabilities is not None
+            video.setCodecPreferences([c for c in capabilities.codecs if c.name.upper() in wanted])
         if self.low_latency:
             use_low_latency_buffers(pc, audio=True, video=True)
         channel = pc.createDataChannel("events")

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import av
@@ -38,7 +39,16 @@ from ..events import (
 )
 from ..frames import AVFrame
 from ..rtc_buffers import use_low_latency_buffers
-from .encoders import OpusStream, Vp8Stream, attach_keyframe_requests, negotiated_codec
+from ..settings import get_settings
+from .encoders import (
+    OpusStream,
+    ReferenceTap,
+    VideoStream,
+    attach_keyframe_requests,
+    codec_preferences,
+    negotiated_codec,
+    video_stream,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +103,15 @@ class RtcSession:
         session: Conversation,
         on_closed: Callable[[RtcSession, str], None],
         *,
-        video_kbps: int = 1200,
+        video_kbps: int = 2000,
+        video_codecs: str | None = None,
+        reference_dir: Path | None = None,
         connect_timeout_s: float = 10.0,
         silent_timeout_s: float = 5.0,
     ) -> None:
+        """``video_codecs`` (preference order) and ``reference_dir`` default to the
+        ``AVATAR_VIDEO_CODECS`` and ``AVATAR_VIDEO_REFERENCE_DIR`` settings."""
+        settings = get_settings() if video_codecs is None or reference_dir is None else None
         self.session = session
         # A browser sends mic packets all the time (silence too, even muted): a call that
         # never connects, or stops sending, holds a slot of a few for nobody.
@@ -117,14 +132,19 @@ class RtcSession:
         self._tasks: list[asyncio.Task[Any]] = []
         self._render_pool = ThreadPoolExecutor(1, thread_name_prefix="render")
         self._video_kbps = video_kbps
-        # Encoded on the render thread when negotiated; other codecs are left to aiortc.
-        self._vp8: Vp8Stream | None = None
+        self._video_codecs = video_codecs or (settings.video_codecs if settings else "")
+        self._reference_dir = reference_dir or (settings.video_reference_dir if settings else None)
+        # Encoded on the render thread when negotiated (H.264, VP8); others left to aiortc.
+        self._video_stream: VideoStream | None = None
         self._opus: OpusStream | None = None
+        self._tap: ReferenceTap | None = None  # evaluation only: the frames as drawn
+        self.video_codec = ""  # the negotiated video codec's SDP name
         self._closed = False
         self._created = time.monotonic()
         self._last_mic: float | None = None  # set when the peer connects, then by each packet
         self._pending_events: list[ServerEvent] = []
         self.frames_sent = 0
+        self.frames_dropped = 0  # encoded frames dropped toward aiortc's sender (it lagged)
 
     # ------------------------------------------------------------------ signalling
     async def answer(self, sdp: str, kind: str) -> RTCSessionDescription:
@@ -154,15 +174,28 @@ class RtcSession:
             if pc.connectionState in ("failed", "closed", "disconnected"):
                 await self.close(f"peer {pc.connectionState}")
 
+        video_sender: Any = None
+        if "m=video" in sdp:
+            # The answer takes the offer's first common codec unless this transceiver,
+            # which the offer's video then uses, states a preference (H.264 first).
+            transceiver = pc.addTransceiver(self.video, direction="sendonly")
+            transceiver.setCodecPreferences(codec_preferences(self._video_codecs))
+            video_sender = transceiver.sender
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
         use_low_latency_buffers(pc, audio=True)  # the end of the user's speech waits on it
         pc.addTrack(self.audio)
-        video_sender = pc.addTrack(self.video)
+        if video_sender is None:
+            video_sender = pc.addTrack(self.video)
         await pc.setLocalDescription(await pc.createAnswer())
         answer = pc.localDescription.sdp
-        if negotiated_codec(answer, "video") == "VP8":
-            self._vp8 = Vp8Stream(self.session.renderer.size_px, self._video_kbps)
-            attach_keyframe_requests(video_sender, self._vp8)
+        self.video_codec = negotiated_codec(answer, "video")
+        size_px = self.session.renderer.size_px
+        self._video_stream = video_stream(self.video_codec, size_px, self._video_kbps)
+        if self._video_stream is not None:
+            attach_keyframe_requests(video_sender, self._video_stream)
+        log.info("video: %s at %d kbit/s", self.video_codec or "none", self._video_kbps)
+        if self._reference_dir is not None:
+            self._tap = ReferenceTap(Path(self._reference_dir), str(video_sender._ssrc), size_px)
         if negotiated_codec(answer, "audio") == "OPUS":
             self._opus = OpusStream()
         await self.session.start()
@@ -218,9 +251,12 @@ class RtcSession:
             await self.close("mic error")
 
     def _media(self, index: int) -> tuple[AVFrame, list[av.Packet] | None, list[av.Packet] | None]:
-        """On the render thread: the next frame, and its VP8 and Opus packets where we encode."""
+        """On the render thread: the next frame, and its video and Opus packets where we encode."""
         frame = self.session.next_frame()
-        video = None if self._vp8 is None else self._vp8.encode(frame.rgb, index)
+        if self._tap is not None:
+            self._tap.write(index, frame.rgb, frame.speaking)
+        stream = self._video_stream
+        video = None if stream is None else stream.encode(frame.rgb, index)
         audio = None if self._opus is None else self._opus.encode(frame.audio)
         return frame, video, audio
 
@@ -242,12 +278,14 @@ class RtcSession:
                     video = av.VideoFrame.from_ndarray(frame.rgb, format="rgb24")
                     video.pts = index * VIDEO_TICKS_PER_FRAME
                     video.time_base = Fraction(1, VIDEO_CLOCK_HZ)
-                    self.video.offer(video)
+                    if self.video.offer(video):
+                        self.frames_dropped += 1
                 else:
                     for packet in packets:
-                        if self.video.offer(packet) and self._vp8 is not None:
+                        if self.video.offer(packet) and self._video_stream is not None:
                             # A dropped packet breaks the chain of frames that follow it.
-                            self._vp8.request_keyframe()
+                            self.frames_dropped += 1
+                            self._video_stream.request_keyframe()
                 if voice is not None:
                     for packet in voice:
                         self.audio.offer(packet)
@@ -321,4 +359,6 @@ class RtcSession:
             with contextlib.suppress(Exception):
                 await self.pc.close()
             self._render_pool.shutdown(wait=False, cancel_futures=True)
+            if self._tap is not None:
+                self._tap.close()
             self._on_closed(self, reason)
