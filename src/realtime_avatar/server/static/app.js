@@ -1,5 +1,7 @@
 // realtime-avatar page: one WebRTC connection, the mic in, the avatar's video and voice out,
-// events (status, transcript, errors) on a data channel. Plain JS, no build step.
+// events (status, transcript, errors) on a data channel, typed messages back on it, and
+// captions of the avatar's words over the video. Plain JS, no build step. make.js (the
+// "Make your avatar" panel) uses headers(), loadOptions() and selectAvatar() from here.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -9,6 +11,11 @@ const statusPill = $("status");
 const micButton = $("mic");
 const transcript = $("transcript");
 const errorBox = $("error");
+const captions = $("captions");
+const messageBox = $("message");
+const CAPTION_CHARS = 160;   // about two lines over the video
+const CAPTION_HOLD_MS = 2500; // how long the last words stay once the avatar is done
+const CAPTIONS_KEY = "avatar-captions";
 const CONNECT_TIMEOUT_MS = 20000;
 const TOKEN_KEY = "avatar-token";
 let token = takeToken();
@@ -21,6 +28,11 @@ let connected = false;
 let userBubble = null;   // the user's bubble being spoken (partial text)
 let avatarBubbles = {};  // turn_id -> the avatar's bubble
 let connectTimer = null;
+let pendingTexts = [];   // typed before the data channel opened: sent when it does
+let avatarState = "idle";
+let interruptSent = false;  // one interrupt per answer while the user types over it
+let captionTimer = null;
+let captionTurn = -1;
 
 // The token comes in the URL's fragment (#token=...), which the browser never sends to the
 // server, so it stays out of access logs; it then lives in this tab's sessionStorage only.
@@ -93,9 +105,11 @@ function setText(li, text) {
 function onEvent(event) {
   switch (event.type) {
     case "status":
+      avatarState = event.state;
       if (event.state === "listening") setStatus(event.user_speaking ? "listening hearing" : "listening", "listening");
       else setStatus(event.state);
-      if (event.state === "speaking") video.dataset.firstFrameIndex = event.first_frame_index;
+      if (event.state === "speaking") { video.dataset.firstFrameIndex = event.first_frame_index; interruptSent = false; }
+      if (event.state === "listening") fadeCaptions();
       break;
     case "transcript":
       if (event.role === "user") {
@@ -107,11 +121,13 @@ function onEvent(event) {
         if (!li) li = avatarBubbles[event.turn_id] = bubble("avatar", "");
         if (event.final) { if (event.text) setText(li, event.text); }
         else setText(li, li.querySelector(".text").textContent + event.text);
+        showCaption(event.turn_id, li.querySelector(".text").textContent);
       }
       break;
     case "interrupted": {
       const li = avatarBubbles[event.turn_id];
       if (li) li.classList.add("interrupted");
+      if (event.turn_id === captionTurn) clearCaptions();
       break;
     }
     case "error":
@@ -120,6 +136,61 @@ function onEvent(event) {
       setTimeout(clearError, 6000);
       break;
   }
+}
+
+// Captions: the avatar's words of the current answer, the last two lines or so.
+function captionsOn() { return $("captions-toggle").checked; }
+
+function showCaption(turnId, text) {
+  clearTimeout(captionTimer);
+  captionTurn = turnId;
+  let shown = text.trim();
+  if (shown.length > CAPTION_CHARS) {
+    shown = shown.slice(-CAPTION_CHARS);
+    shown = "…" + shown.slice(shown.indexOf(" ") + 1);
+  }
+  captions.textContent = shown;
+  captions.hidden = !captionsOn() || !shown;
+}
+
+function fadeCaptions() {
+  clearTimeout(captionTimer);
+  captionTimer = setTimeout(clearCaptions, CAPTION_HOLD_MS);
+}
+
+function clearCaptions() {
+  clearTimeout(captionTimer);
+  captions.textContent = "";
+  captions.hidden = true;
+}
+
+function setCaptions(on) {
+  $("captions-toggle").checked = on;
+  localStorage.setItem(CAPTIONS_KEY, on ? "on" : "off");
+  captions.hidden = !on || !captions.textContent;
+}
+
+// Typed messages go on the data channel as {"type": "text"}; the server answers them as
+// it answers speech. Typing over the avatar sends {"type": "interrupt"} once, at once.
+function sendMessage(kind, extra = {}) {
+  if (!channel || channel.readyState !== "open") return false;
+  channel.send(JSON.stringify({ type: kind, ...extra }));
+  return true;
+}
+
+function sendText(text) {
+  text = text.trim();
+  if (!text) return;
+  if (!sendMessage("text", { text })) {
+    pendingTexts.push(text);
+    if (!pc) connect();
+  }
+}
+
+function flushPending() {
+  const queued = pendingTexts;
+  pendingTexts = [];
+  for (const text of queued) sendMessage("text", { text });
 }
 
 async function loadOptions() {
@@ -133,14 +204,18 @@ async function loadOptions() {
       if (!opts.token_ok) { sessionStorage.removeItem(TOKEN_KEY); showError("Wrong token. Reload the page to try again."); return; }
     }
     const avatarSel = $("avatar");
+    const chosen = avatarSel.value;
     avatarSel.innerHTML = "";
     for (const name of opts.avatars.length ? opts.avatars : ["default"]) avatarSel.add(new Option(name, name));
+    if (chosen && opts.avatars.includes(chosen)) avatarSel.value = chosen;
     const dlg = $("dialogue");
     dlg.innerHTML = "";
     for (const name of opts.dialogue) dlg.add(new Option(name, name));
     dlg.value = opts.default_dialogue;
-    $("language").value = opts.default_language || "auto";
+    if (!loadOptions.done) $("language").value = opts.default_language || "auto";
+    loadOptions.done = true;
     setPoster();
+    document.dispatchEvent(new CustomEvent("avatars-changed", { detail: opts.avatars }));
   } catch (err) {
     showError(`The server did not answer (${err.message}). Is "avatar serve" running?`);
   }
@@ -193,6 +268,7 @@ async function connect() {
     pc.addTransceiver("video", { direction: "recvonly" });
     channel = pc.createDataChannel("events");
     channel.onmessage = (msg) => { try { onEvent(JSON.parse(msg.data)); } catch (e) { console.warn(e); } };
+    channel.onopen = flushPending;
     pc.ontrack = (ev) => {
       const stream = ev.streams[0] || new MediaStream([ev.track]);
       if (ev.track.kind === "video") { video.srcObject = stream; video.play().catch(() => {}); }
@@ -243,7 +319,18 @@ function hangup() {
   micButton.classList.remove("muted");
   micButton.disabled = false;
   $("hangup").disabled = true;
+  avatarState = "idle";
+  clearCaptions();
   setStatus("idle", "ready");
+}
+
+// Choose an avatar (a new one, or after a delete); a call in progress restarts with it.
+function selectAvatar(name) {
+  const sel = $("avatar");
+  if (![...sel.options].some((o) => o.value === name)) sel.add(new Option(name, name));
+  if (sel.value === name) return;
+  sel.value = name;
+  sel.dispatchEvent(new Event("change"));
 }
 
 micButton.addEventListener("click", () => {
@@ -259,4 +346,16 @@ $("retry").addEventListener("click", () => { hangup(); connect(); });
 for (const id of ["avatar", "language", "dialogue"]) {
   $(id).addEventListener("change", () => { if (id === "avatar") setPoster(); if (pc) { hangup(); connect(); } });
 }
+$("composer").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  sendText(messageBox.value);
+  messageBox.value = "";
+});
+messageBox.addEventListener("input", () => {
+  if (avatarState === "speaking" && !interruptSent && messageBox.value.trim()) {
+    interruptSent = sendMessage("interrupt");
+  }
+});
+$("captions-toggle").addEventListener("change", (ev) => setCaptions(ev.target.checked));
+setCaptions(localStorage.getItem(CAPTIONS_KEY) !== "off");
 loadOptions();
