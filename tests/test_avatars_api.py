@@ -250,3 +250,37 @@ def test_the_upload_names_are_kept_safe() -> None:
     assert avatars_api._safe_filename("my photo (1).JPG", "photo") == "my_photo_1_.JPG"
     assert avatars_api._safe_filename("..", "photo") == "photo"
     assert avatars_api._safe_filename(None, "voice") == "voice"
+
+
+@pytest.mark.slow
+def test_a_plain_post_makes_the_avatar_and_answers_201(default_avatar: Any, tmp_path: Path) -> None:
+    """What `curl -F` gets: the same preparation as `avatar register`, then 201 + the avatar."""
+    from realtime_avatar.avatars.registry import default_portrait, load_avatar
+
+    home = tmp_path / "data"
+    _fake_avatar(home, "default")
+    settings = Settings(data_dir=home)
+    client = TestClient(create_app(settings, warm_up=False), base_url=LOCAL)
+    out = io.BytesIO()
+    Image.fromarray(default_portrait()).save(out, "JPEG", quality=92)
+    voice = (Path(default_avatar.path) / "voice.wav").read_bytes()
+    res = _post(
+        client,
+        name="ana",
+        image=("me.jpg", out.getvalue(), "image/jpeg"),
+        voice=("me.wav", voice, "audio/wav"),
+        persona="# Ana\nI am Ana, a pilot from Houston.\n",
+    )
+    assert res.status_code == 201, res.text
+    body = res.json()
+    assert body["name"] == "ana" and body["display_name"] == "Ana" and body["deletable"]
+    assert body["face_size_px"] > 120 and body["voice_speech_s"] > 3
+    made = load_avatar("ana", settings=settings)
+    assert made.persona.startswith("# Ana") and made.face_rgb.shape[:2] == (512, 512)
+    assert not [p for p in (home / "avatars").iterdir() if p.name.startswith(".")]
+    # The same name again is refused before any work; the first one is untouched.
+    again = _post(client, name="ana", image=GOOD_IMAGE, voice=GOOD_VOICE)
+    assert again.status_code == 409 and again.json()["field"] == "name"
+    assert client.get("/api/v1/avatars/ana/image").status_code == 200
+    assert client.delete("/api/v1/avatars/ana").status_code == 200
+    assert not (home / "avatars" / "ana").exists()
