@@ -61,6 +61,7 @@ MAX_FORWARD_TRIES = 3  # peers tried per offer before answering busy
 PEER_CONNECT_TIMEOUT_S = 3.0
 PEER_ANSWER_TIMEOUT_S = 30.0  # a peer answers after its session opens and ICE gathers
 REDIS_TIMEOUT_S = 2.0
+HEALTH_CACHE_S = 1.0  # /health needs no token: a flood of it reads Redis once a second
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
 DrainHook = Callable[[], Awaitable[None]]
@@ -207,6 +208,7 @@ class Cluster:
         self.redis_up = False
         self._wake = asyncio.Event()
         self._stopping = False
+        self._seen: tuple[float, list[NodeLoad]] = (-HEALTH_CACHE_S, [])
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -284,6 +286,15 @@ class Cluster:
             await self.redis.srem(NODES_KEY, *gone)
         metrics.CLUSTER_NODES.set(len(found))
         return found
+
+    async def recent_nodes(self) -> list[NodeLoad]:
+        """``nodes()``, read at most once every ``HEALTH_CACHE_S``."""
+        read_at, nodes = self._seen
+        now = time.monotonic()
+        if now - read_at >= HEALTH_CACHE_S:
+            nodes = await self.nodes()
+            self._seen = (now, nodes)
+        return nodes
 
     def from_peer(self, request: Request) -> bool:
         """Whether a request comes from a node of this cluster (it holds the secret)."""
@@ -483,7 +494,7 @@ class Node:
         }
         if self.cluster is not None:
             try:
-                nodes = await asyncio.wait_for(self.cluster.nodes(), REDIS_TIMEOUT_S)
+                nodes = await asyncio.wait_for(self.cluster.recent_nodes(), REDIS_TIMEOUT_S)
                 report["cluster"] = {
                     "redis": "ok",
                     "nodes": [n.public() for n in nodes],
