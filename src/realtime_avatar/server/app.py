@@ -187,6 +187,8 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fas
     offer_rate = RateLimiter(settings.offer_burst, settings.offers_per_minute)
     # This server among several (Redis) and its drain on SIGTERM: server/cluster.py.
     node = Node(settings, lambda: len(sessions) + reserved)
+    if video_jobs.mode == "in-process":  # on SIGTERM its running job goes back to queued
+        node.on_drain(lambda: asyncio.to_thread(video_jobs.queue.close))
     _redact_access_log()
 
     @asynccontextmanager
