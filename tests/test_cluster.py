@@ -121,7 +121,13 @@ def test_drain_waits_for_sessions_runs_hooks_and_is_bounded() -> None:
         await asyncio.wait_for(drain, 10)
 
         stuck = Node(Settings(redis_url=None, drain_timeout_s=0.2), lambda: 1)
-        await asyncio.wait_for(stuck.drain(), 10)  # the bound ends it though a session runs
+
+        async def never_done() -> None:
+            await asyncio.sleep(3600)
+
+        stuck.on_drain(never_done)
+        # The bound ends it though a session runs and a hook hangs.
+        await asyncio.wait_for(stuck.drain(), 10)
         assert stuck.draining
 
     asyncio.run(scenario())
