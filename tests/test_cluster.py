@@ -399,3 +399,38 @@ def test_a_drain_ends_as_soon_as_the_last_session_hangs_up(
         assert store.get(NODE_KEY_PREFIX + "solo") is None
         assert "solo" not in store.smembers(NODES_KEY)
     store.close()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("AVATAR_PUBLIC_URL", "node-2:8000", "AVATAR_PUBLIC_URL='node-2:8000' is not a node's"),
+        ("AVATAR_NODE_ID", "two words", "AVATAR_NODE_ID='two words' must be"),
+        ("AVATAR_NODE_TTL_S", "1", "AVATAR_NODE_TTL_S (1.0) must be longer"),
+    ],
+)
+def test_serve_says_what_is_wrong_with_a_cluster_setting(
+    variable: str,
+    value: str,
+    expected: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`avatar serve` stops with one clear line before it binds or loads a model."""
+    from realtime_avatar import cli
+
+    monkeypatch.setenv("AVATAR_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("AVATAR_REDIS_URL", "redis://127.0.0.1:1/0")  # never reached
+    monkeypatch.setenv(variable, value)
+    monkeypatch.setattr(sys, "argv", ["avatar", "serve", "--port", str(free_port())])
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit) as ended:
+            cli.main()
+    finally:  # main installs its own; pytest keeps its
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    err = capsys.readouterr().err
+    assert ended.value.code == 2 and "Traceback" not in err
+    assert expected in " ".join(err.split()), err
