@@ -173,6 +173,17 @@ def test_fit_stops_at_its_time_budget(person: np.ndarray) -> None:
         fit_voice(person, RATE_HZ, "slow", tools_for(bases))
 
 
+def test_dsp_measure_ranks_the_same_pitch_and_timbre_first() -> None:
+    """The fall-back measure (no resemblyzer in the runtime install) prefers the voice
+    at the person's pitch and formant over one an octave down with another formant."""
+    measure = fit.DspMeasure()
+    reference = measure.reference(buzz(210.0, 2.5, formant_hz=800.0, seed=4), RATE_HZ)
+    same = measure.similarity(reference, buzz(210.0, 2.5, formant_hz=800.0, seed=5), RATE_HZ)
+    other = measure.similarity(reference, buzz(105.0, 2.5, formant_hz=500.0, seed=5), RATE_HZ)
+    assert same > other
+    assert same > 0.8 > other
+
+
 def test_cache_round_trip(tmp_path: Path) -> None:
     pcm = np.zeros(100, np.float32)
     key = fit.cache_key(pcm, "fast", "resemblyzer", ["a", "b"])

@@ -13,7 +13,8 @@ sees. Each way of speaking is then scored against the evaluation part:
 Two kinds of measure, so the one the fit optimises is not the only one reported:
 speaker similarity (resemblyzer GE2E cosine: the fit's guide), and measures the fit did
 not use: median-pitch error in semitones, long-term spectral envelope distance in dB
-(both against the evaluation part), and the ASR round-trip WER. The sentences spoken are
+(both against the evaluation part), and the ASR round-trip WER; and the live path's cost,
+the time to synthesise and convert a reply's first short clause ("Sure,"). The sentences spoken are
 in neither the fit's held-out texts nor the calibration sentences. The ceiling: the
 registration part itself scored against the evaluation part (same person, other words).
 """
@@ -43,6 +44,7 @@ EVAL_TEXTS = (
     "If you want to learn a new language, practice a little every single day.",
 )
 SYSTEMS = ("piper", "hibari", "default", "fitted")
+FIRST_CLAUSE = "Sure,"  # what a reply's first piece often is (engine/voice.py chunker)
 REGISTRATION_SHARE = 0.6  # of each recording; the rest is the evaluation part
 
 Progress = Callable[[str], None]
@@ -143,6 +145,12 @@ def score_voice(
             wers.append(error_rate(text, heard, "en").rate)
         spoken = np.concatenate(pieces)
         median = tracker_median_f0(spoken, rate)
+        # The live path: a reply's short first clause, synthesised and converted (warm).
+        clause_ms = []
+        for _ in range(3):
+            begun = time.perf_counter()
+            stage.speak(FIRST_CLAUSE, "en", first=True, more=True)
+            clause_ms.append((time.perf_counter() - begun) * 1000.0)
         systems[system] = {
             "recipe": None if recipe is None else recipe.describe(),
             "similarity": round(judge.similarity(reference, spoken, rate), 4),
@@ -153,6 +161,7 @@ def score_voice(
                 2,
             ),
             "wer": round(float(np.mean(wers)), 3),
+            "first_clause_ms": round(float(np.median(clause_ms)), 1),
         }
     ceiling = judge.similarity(reference, registration, RATE_HZ)
     return {
@@ -191,6 +200,9 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "pitch_error_st_mean": round(float(np.mean([v["pitch_error_st"] for v in values])), 2),
             "envelope_db_mean": round(float(np.mean([v["envelope_db"] for v in values])), 2),
             "wer_mean": round(float(np.mean([v["wer"] for v in values])), 3),
+            "first_clause_ms_median": round(
+                float(np.median([v["first_clause_ms"] for v in values])), 1
+            ),
         }
     out["ceiling_similarity_mean"] = round(
         float(np.mean([row["ceiling_similarity"] for row in rows])), 4
