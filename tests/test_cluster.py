@@ -133,6 +133,22 @@ def test_drain_waits_for_sessions_runs_hooks_and_is_bounded() -> None:
     asyncio.run(scenario())
 
 
+def test_a_node_whose_redis_is_down_serves_on_its_own() -> None:
+    """Nothing listens at the Redis URL: the node starts, says so, passes nothing on."""
+
+    async def scenario() -> None:
+        dead = f"redis://127.0.0.1:{free_port()}/0"
+        node = Node(Settings(redis_url=dead, node_id="alone"), lambda: 0)
+        await node.start()  # no exception: the heartbeat retries
+        assert node.cluster is not None and node.cluster.redis_up is False
+        assert await node.forward_offer({"sdp": "v=0"}, "127.0.0.1") is None
+        health = await node.health()
+        assert health["node"] == "alone" and "unreachable" in health["cluster"]["redis"]
+        await node.stop()
+
+    asyncio.run(scenario())
+
+
 # --- slow: a real redis-server ----------------------------------------------------------------
 
 

@@ -205,7 +205,7 @@ class Cluster:
             trust_env=False,  # peers are reached directly, never through a proxy
         )
         self.peer_secret: str | None = None
-        self.redis_up = False
+        self.redis_up: bool | None = None  # None until the first heartbeat
         self._wake = asyncio.Event()
         self._stopping = False
         self._seen: tuple[float, list[NodeLoad]] = (-HEALTH_CACHE_S, [])
@@ -241,7 +241,7 @@ class Cluster:
             await self._publish()
             self.peer_secret = await self._read_secret()
         except Exception as exc:  # redis.RedisError, OSError: keep serving on our own
-            if self.redis_up or self.peer_secret is None:
+            if self.redis_up is not False:  # up before, or the first try: once per outage
                 log.warning(
                     "Redis at %s unreachable (%s); this node serves on its own until it is back",
                     _redact_url(self.settings.redis_url or ""),
@@ -250,7 +250,7 @@ class Cluster:
             self.redis_up = False
             metrics.CLUSTER_REDIS_UP.set(0)
             return
-        if not self.redis_up:
+        if self.redis_up is not True:
             log.info("node %s registered in Redis as %s", self.load.node_id, self.load.url)
         self.redis_up = True
         metrics.CLUSTER_REDIS_UP.set(1)
