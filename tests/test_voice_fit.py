@@ -212,6 +212,17 @@ def test_stored_recipe_drives_the_speech_stage() -> None:
     assert voice.settings.tts_english == "piper"  # other languages keep the settings
 
 
+def test_a_sample_too_short_to_split_keeps_the_default_voice(tmp_path: Path) -> None:
+    from realtime_avatar.engine.voice import fit_sample, recipe_of
+    from realtime_avatar.settings import Settings
+
+    stored = fit_sample(buzz(200.0, 3.5), RATE_HZ, Settings(data_dir=tmp_path), "fast")
+    assert stored is not None and stored["recipe"] is None
+    assert "3.5 s" in stored["note"] and "4 s" in stored["note"]
+    assert recipe_of({"voice_fit": stored}) is None
+    assert fit_sample(buzz(200.0, 3.5), RATE_HZ, Settings(data_dir=tmp_path), "off") is None
+
+
 def test_register_refuses_an_unknown_fit_mode(tmp_path: Path) -> None:
     from realtime_avatar.avatars.registry import register
     from realtime_avatar.errors import ConfigurationError

@@ -108,6 +108,8 @@ def register(
 def _fit_line(fit: dict[str, Any]) -> str:
     """One line on a voice fit: recipe, held-out similarity before and after, pitch, time."""
     raw, fitted = fit.get("raw") or {}, fit.get("fitted") or {}
+    if not fit.get("recipe"):
+        return f"voice: {fit.get('describe')}; {fit.get('note', '')}"
     line = (
         f"voice: {fit.get('describe')} ({fit.get('mode')}, {fit.get('measure')}): held-out "
         f"similarity {raw.get('similarity')} -> {fitted.get('similarity')}, median pitch "
@@ -358,8 +360,9 @@ def list_command() -> None:
     fits = voice_fits(names)
     for name in names:
         fit = fits.get(name)
-        if fit is None:
-            typer.echo(f"{name}  voice: not fitted")
+        if fit is None or not fit.get("recipe"):
+            why = f" ({fit['note']})" if fit and fit.get("note") else ""
+            typer.echo(f"{name}  voice: not fitted{why}")
             continue
         typer.echo(
             f"{name}  voice: {fit['describe']} ({fit['mode']}, {fit['measure']}), held-out "

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, InvalidAudioError
 from ..frames import PhonemeTiming, Speech, WordTiming
 from ..settings import Settings
 from ..text.chunker import SentenceChunker
@@ -315,6 +315,11 @@ def fit_sample(
         return None
     if mode not in fit.FIT_MODES:
         raise ValueError(f"voice fit mode must be one of {', '.join(fit.FIT_MODES)}; got {mode!r}")
+    seconds = len(pcm) / rate_hz
+    if seconds < 2 * fit.MIN_PART_S:
+        return _not_fitted(
+            mode, f"the sample is {seconds:.1f} s; fitting needs {2 * fit.MIN_PART_S:.0f} s or more"
+        )
     report = progress or (lambda _done, _total, _what: None)
     report(0, 1, "loading the voices")
     voice_ids = [
@@ -333,8 +338,27 @@ def fit_sample(
         measure=measure,
         word_error=_word_error_judge(settings),
     )
-    result = fit.fit_voice(pcm, rate_hz, mode, tools, report).to_dict()
+    try:
+        result = fit.fit_voice(pcm, rate_hz, mode, tools, report).to_dict()
+    except InvalidAudioError as exc:  # a half of the sample holds too little voiced speech
+        return _not_fitted(mode, f"not fitted: {exc}")
     if why:
         result["note"] = "; ".join(x for x in (why, result["note"]) if x)
     fit.save_cached(cache_dir, key, result)
     return {**result, "cached": False}
+
+
+def _not_fitted(mode: str, why: str) -> dict[str, Any]:
+    """What is stored when a sample cannot be fitted: no recipe (the default voice), why."""
+    from ..voice.fit import FIT_VERSION
+
+    log.warning("voice fit skipped: %s", why)
+    return {
+        "version": FIT_VERSION,
+        "mode": mode,
+        "measure": None,
+        "recipe": None,
+        "describe": "default voice (not fitted)",
+        "note": why,
+        "cached": False,
+    }
