@@ -169,6 +169,54 @@ def _load_quietly(language: str, settings: Settings) -> None:
         log.debug("preloading the %s voice failed", language, exc_info=True)
 
 
+class _RendererPool:
+    """Renderers kept between scripts of one process (the server's job thread, a worker).
+
+    Building a renderer for an avatar (the mesh2d warp tables, a neural renderer's weights)
+    costs 0.5-2 s on two cores, more than everything else before a job's first fragment;
+    a job that opts in (``reuse_renderer``) borrows one built for the same avatar and
+    settings, cleared, and gives it back after. One script holds a renderer at a time.
+    """
+
+    KEEP_PER_KEY = 1
+    MAX_KEYS = 4
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: dict[tuple[str, ...], list[Renderer]] = {}
+
+    @staticmethod
+    def key(avatar_path: Path, settings: Settings) -> tuple[str, ...]:
+        manifest = avatar_path / "manifest.json"
+        stamp = str(manifest.stat().st_mtime_ns) if manifest.exists() else ""
+        return (
+            settings.renderer,
+            str(avatar_path),
+            stamp,
+            str(settings.renderer_model_path or settings.wav2lip_checkpoint or ""),
+            settings.renderer_device,
+        )
+
+    def take(self, key: tuple[str, ...], build: Callable[[], Renderer]) -> Renderer:
+        with self._lock:
+            idle = self._idle.get(key)
+            if idle:
+                return idle.pop()
+        return build()
+
+    def give_back(self, key: tuple[str, ...], renderer: Renderer) -> None:
+        renderer.clear()
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            if len(idle) < self.KEEP_PER_KEY:
+                idle.append(renderer)
+            while len(self._idle) > self.MAX_KEYS:  # the oldest avatar's go
+                self._idle.pop(next(iter(self._idle)))
+
+
+_RENDERER_POOL = _RendererPool()
+
+
 MAX_USER_AUDIO_S = 600.0
 AUDIO_BLOCK_S = 20.0  # user audio is animated in blocks so memory stays bounded
 
@@ -181,11 +229,13 @@ def render_audio(
     settings: Settings | None = None,
     progress: Progress | None = None,
     stream_path: Path | None = None,
+    reuse_renderer: bool = False,
 ) -> ScriptResult:
     """Lip-sync a recording the user brings (no TTS, no timings): the renderer reads the audio.
 
     With ``stream_path`` the MP4 is fragmented and grows there, readable while it renders
-    (``Mp4Writer``), and is renamed to ``out_path`` when complete.
+    (``Mp4Writer``), and is renamed to ``out_path`` when complete. ``reuse_renderer``
+    borrows a renderer an earlier call in this process built for the same avatar.
     """
     from ..avatars.registry import load_avatar
     from ..media.audio import decode_audio
@@ -197,7 +247,9 @@ def render_audio(
     out_path = check_output_path(out_path)
     pcm = decode_audio(Path(audio_path), OUTPUT_RATE_HZ, max_s=MAX_USER_AUDIO_S)
     avatar = load_avatar(avatar_name, settings=settings)
-    renderer = create_renderer(settings.renderer, avatar.face, settings)
+    key = _RendererPool.key(avatar.path, settings)
+    build = lambda: create_renderer(settings.renderer, avatar.face, settings)  # noqa: E731
+    renderer = _RENDERER_POOL.take(key, build) if reuse_renderer else build()
     block = int(AUDIO_BLOCK_S * OUTPUT_RATE_HZ)
     size = renderer.size_px
     with Mp4Writer(
@@ -210,6 +262,8 @@ def render_audio(
             if progress:
                 progress(min(start + block, len(pcm)), len(pcm))
         frames = writer.frames
+    if reuse_renderer:  # only after a clean finish: a failed render's renderer is dropped
+        _RENDERER_POOL.give_back(key, renderer)
     wall = time.perf_counter() - started
     return ScriptResult(out_path, frames, frames / FPS, wall, 0, ())
 
@@ -248,12 +302,15 @@ def render_script(
     settings: Settings | None = None,
     progress: Progress | None = None,
     stream_path: Path | None = None,
+    reuse_renderer: bool = False,
 ) -> ScriptResult:
     """Speak ``text`` with the avatar into an MP4; memory stays flat with text length.
 
     With ``stream_path`` the MP4 is fragmented and grows there, readable while it renders
     (``Mp4Writer``), and is renamed to ``out_path`` when complete. ``progress`` is called
     after each sentence; an exception it raises stops the work and removes the partial file.
+    ``reuse_renderer`` borrows a renderer an earlier call in this process built for the
+    same avatar (``_RendererPool``), so a job's first frames do not wait for one.
     """
     from ..media.mp4 import check_output_path
 
@@ -280,7 +337,9 @@ def render_script(
 
         avatar = load_avatar(avatar_name, settings=settings)
         voice_for.set_result(AvatarVoice.for_avatar(avatar, settings))
-        renderer: Renderer = create_renderer(settings.renderer, avatar.face, settings)
+        key = _RendererPool.key(avatar.path, settings)
+        build = lambda: create_renderer(settings.renderer, avatar.face, settings)  # noqa: E731
+        renderer: Renderer = _RENDERER_POOL.take(key, build) if reuse_renderer else build()
         total_chars = sum(len(s) for s in sentences)
         done_chars = 0
         languages: list[str] = []
@@ -305,6 +364,8 @@ def render_script(
                 if progress:
                     progress(done_chars, total_chars)
             frames = writer.frames
+        if reuse_renderer:  # only after a clean finish: a failed render's renderer is dropped
+            _RENDERER_POOL.give_back(key, renderer)
     finally:
         voice_for.cancel()  # wakes the worker if the avatar never loaded
         speeches.close()

@@ -192,6 +192,7 @@ def run_job(
                     settings=settings,
                     progress=progress,
                     stream_path=stream_path,
+                    reuse_renderer=True,
                 )
             else:
                 result = render_script(
@@ -202,6 +203,7 @@ def run_job(
                     settings=settings,
                     progress=progress,
                     stream_path=stream_path,
+                    reuse_renderer=True,
                 )
             check()  # cancelled while the last frames were encoded: not done after all
         finally:
