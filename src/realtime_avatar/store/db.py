@@ -1,4 +1,7 @@
-"""SQLite store (WAL) for sessions, turns with their transcripts and timings, and jobs."""
+"""SQLite store (WAL) for sessions and turns with their transcripts and timings.
+
+Video jobs keep their records in ``jobs/store.py`` (SQLite or Redis).
+"""
 
 from __future__ import annotations
 
@@ -36,16 +39,6 @@ CREATE TABLE IF NOT EXISTS turns (
     turn_end_ms REAL,
     end_of_turn TEXT,
     PRIMARY KEY (session_id, turn_id)
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    state TEXT NOT NULL,
-    params TEXT NOT NULL,
-    result TEXT,
-    error TEXT,
-    created_unix REAL NOT NULL,
-    updated_unix REAL NOT NULL
 );
 """
 
@@ -134,33 +127,3 @@ class Store:
         """The most recent sessions."""
         rows = self._exec("SELECT * FROM sessions ORDER BY started_unix DESC LIMIT ?", (limit,))
         return [dict(r) for r in rows]
-
-    def put_job(self, kind: str, params: dict[str, Any]) -> str:
-        """Queue a job record; returns its id."""
-        job_id = uuid.uuid4().hex
-        now = time.time()
-        self._exec(
-            "INSERT INTO jobs (id, kind, state, params, created_unix, updated_unix) "
-            "VALUES (?,?,?,?,?,?)",
-            (job_id, kind, "queued", json.dumps(params), now, now),
-        )
-        return job_id
-
-    def update_job(
-        self, job_id: str, state: str, result: Any = None, error: str | None = None
-    ) -> None:
-        """Move a job to a new state."""
-        self._exec(
-            "UPDATE jobs SET state=?, result=?, error=?, updated_unix=? WHERE id=?",
-            (state, json.dumps(result) if result is not None else None, error, time.time(), job_id),
-        )
-
-    def job(self, job_id: str) -> dict[str, Any] | None:
-        """One job, or None."""
-        rows = self._exec("SELECT * FROM jobs WHERE id=?", (job_id,))
-        if not rows:
-            return None
-        row = dict(rows[0])
-        row["params"] = json.loads(row["params"])
-        row["result"] = json.loads(row["result"]) if row["result"] else None
-        return row
