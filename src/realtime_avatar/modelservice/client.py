@@ -340,6 +340,22 @@ class _Reconnector:
             delay = min(delay * 2, BACKOFF_MAX_S)
 
 
+@dataclass
+class _Links:
+    """What a remote renderer holds open, closable without the renderer itself."""
+
+    conn: Connection | None = None
+    standby: Connection | None = None
+    reconnector: _Reconnector | None = None
+
+    def close(self) -> None:
+        if self.reconnector is not None:
+            self.reconnector.stop()
+        for conn in (self.conn, self.standby):
+            if conn is not None:
+                conn.close()
+
+
 # --- the renderer -----------------------------------------------------------------------
 
 
@@ -400,6 +416,8 @@ class RemoteRenderer:
         self._fallback: Renderer | None = None
         self._standby: Connection | None = None  # reconnected, waiting for a quiet moment
         self._reconnector: _Reconnector | None = None
+        self._losing: Connection | None = None  # being replaced by the fallback
+        self._links = _Links()
         self._closed = False
         self.fallbacks = 0  # times the service was lost (tests and logs read it)
         self._reset_seqs()
@@ -407,7 +425,8 @@ class RemoteRenderer:
             self._use(self._connect())
         except ModelServiceUnavailable as exc:
             self._go_local(str(exc.message).split(". ")[0], first=True)
-        weakref.finalize(self, RemoteRenderer._finalize, weakref.ref(self))
+        # A session dropped without close() still hangs up (its threads do not pin it).
+        weakref.finalize(self, self._links.close)
 
     # -- the seam --
 
@@ -509,12 +528,6 @@ class RemoteRenderer:
 
     # -- inside --
 
-    @staticmethod
-    def _finalize(ref: weakref.ref[RemoteRenderer]) -> None:
-        renderer = ref()
-        if renderer is not None:
-            renderer.close()
-
     def _reset_seqs(self) -> None:
         self._seq = 0  # the last push or clear sent on this connection
         self._last_push = 0
@@ -537,7 +550,7 @@ class RemoteRenderer:
 
     def _use(self, conn: Connection) -> None:
         """Render on ``conn`` from now on (called with the lock held, or before threads)."""
-        self._conn = conn
+        self._conn = self._links.conn = conn
         self.name = str(conn.ready.get("renderer", self.requested))
         self._reset_seqs()
         self._buffer.clear()
@@ -576,6 +589,8 @@ class RemoteRenderer:
         if self._conn is None:
             local = self._fallback is not None and self._fallback.busy
             return local or any(m.frame.speaking for m in self._buffer)
+        if self._losing is self._conn and self._pending:
+            return True  # the fallback is being built to finish this speech
         if any(m.frame.speaking for m in self._buffer):
             return True
         if self._last_push > self._last_clear and self._latest_seq < self._last_push:
@@ -601,15 +616,16 @@ class RemoteRenderer:
                 self._pending.popleft()
 
     def _lost(self, conn: Connection, reason: str) -> None:
-        """The connection ``conn`` ended: go on locally (once per connection)."""
+        """The connection ``conn`` ended: go on locally (once per connection). Until the
+        fallback is ready the renderer stays busy and ``next_frame`` waits for it."""
         with self._cond:
-            if self._conn is not conn or self._closed:
+            if self._conn is not conn or self._closed or self._losing is conn:
                 return
-            self._conn = None
+            self._losing = conn
         conn.close()
-        self._go_local(reason, first=False)
+        self._go_local(reason, first=False, conn=conn)
 
-    def _go_local(self, reason: str, *, first: bool) -> None:
+    def _go_local(self, reason: str, *, first: bool, conn: Connection | None = None) -> None:
         """Build the fallback, hand it the speech not yet received, start reconnecting."""
         from ..render.registry import create_renderer
 
@@ -621,13 +637,13 @@ class RemoteRenderer:
             except AvatarError as exc:
                 log.info("renderer %s cannot run here (%s)", self.requested, exc.message)
                 fallback = create_renderer("mesh2d", self.face, local)
-        self.fallbacks += 1
-        log.warning(
-            down_message(self.url, reason, f"Rendering here with {fallback.name}")
-        )
         with self._cond:
+            if not first and (self._conn is not conn or self._closed):
+                return
+            self._conn = None
             self._fallback = fallback
             self.name = fallback.name
+            self.fallbacks += 1
             if not first:
                 # Received frames play first; the rest of the speech is the fallback's.
                 for item in self._pending:
@@ -637,7 +653,10 @@ class RemoteRenderer:
                 self._buffer = collections.deque(m for m in self._buffer if m.frame.speaking)
             self._cond.notify_all()
             if not self._closed:
-                self._reconnector = _Reconnector(_weak(self._try_reconnect), "render")
+                self._reconnector = self._links.reconnector = _Reconnector(
+                    _weak(self._try_reconnect), "render"
+                )
+        log.warning(down_message(self.url, reason, f"Rendering here with {fallback.name}"))
 
     def _try_reconnect(self) -> bool:
         conn = self._connect()
@@ -645,7 +664,7 @@ class RemoteRenderer:
             if self._closed:
                 conn.close()
                 return True
-            self._standby = conn
+            self._standby = self._links.standby = conn
         log.warning("model service at %s is back; rendering there again after this reply",
                     self.url)
         return True
