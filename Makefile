@@ -56,7 +56,9 @@ $(STAMPS)/venv: pyproject.toml constraints.txt | $(STAMPS)/apt
 # webrtcvad-wheels replaces webrtcvad, whose import needs pkg_resources.
 $(STAMPS)/dev: $(STAMPS)/venv pyproject.toml constraints.txt
 	$(VENV)/bin/python -m pip install -q torch==2.13.0
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(VENV)/bin/python -m pip install -q -c constraints.txt -e ".[eval,dev,pipecat]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(VENV)/bin/python -m pip install -q -c constraints.txt -e ".[eval,dev,pipecat,xtts]"
+	@# PyPI's torchaudio is a CUDA build: on a CPU torch its extension cannot load (xtts needs none of it)
+	@$(VENV)/bin/python -c "import torchaudio" 2>/dev/null || rm -f $(VENV)/lib/python3.11/site-packages/torchaudio/lib/_torchaudio*.so
 	$(VENV)/bin/python -m pip install -q --no-deps pipecat-ai==1.14.0
 	$(VENV)/bin/python -m pip install -q --force-reinstall --no-deps webrtcvad-wheels==2.0.14.post1
 	@touch $@

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     tts_english: str = "piper"
     tts_other: str = "espeak"
     piper_model: Path | None = None  # another Piper voice (.onnx with its .onnx.json)
+    # XTTS-v2 (tts/xtts.py; AVATAR_TTS_ENGLISH/AVATAR_TTS_OTHER=xtts): the folder downloaded
+    # from coqui/XTTS-v2 (config.json, model.pth, vocab.json, speakers_xtts.pth).
+    xtts_model_dir: Path | None = None
+    xtts_device: str = "cpu"  # or "cuda[:N]"
     # The model service (`avatar model-service`, realtime_avatar.modelservice): with its
     # URL (ws://gpu-box:8765) the runtime renders and/or speaks there, falling back to
     # these models here while it is unreachable. Token: AVATAR_MODEL_SERVICE_TOKEN, else

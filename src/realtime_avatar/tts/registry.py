@@ -41,16 +41,28 @@ def _make_hibari(settings: Settings, reference: ReferenceVoice | None) -> Synthe
     return HibariSynthesizer()
 
 
+def _make_xtts(settings: Settings, reference: ReferenceVoice | None) -> Synthesizer:
+    from .xtts import XttsSynthesizer
+
+    return XttsSynthesizer(settings.xtts_model_dir, reference, device=settings.xtts_device)
+
+
 # Add a synthesizer by adding a name here; settings.tts_english / tts_other pick by name.
 SYNTHESIZERS: dict[str, SynthFactory] = {
     "piper": _make_piper,
     "espeak": _make_espeak,
     "hibari": _make_hibari,
+    "xtts": _make_xtts,
 }
+
+# Synthesizers that need models the user brings: used only where a setting names them,
+# never as another language's fallback (unconfigured, they cannot even be built).
+OPT_IN: frozenset[str] = frozenset({"xtts"})
 
 # Which settings a synthesizer's instance depends on (beyond its name).
 _SETTINGS_KEYS: dict[str, Callable[[Settings], Hashable]] = {
     "piper": lambda settings: settings.piper_model,
+    "xtts": lambda settings: (settings.xtts_model_dir, settings.xtts_device),
 }
 
 _SHARED: dict[tuple[str, Hashable], Synthesizer] = {}
@@ -106,7 +118,13 @@ def synthesizer_named(
 def _candidates(language: str, settings: Settings) -> list[str]:
     """Synthesizer names to try for ``language``, the configured one first."""
     chosen = settings.tts_english if language == "en" else settings.tts_other
-    return [chosen, *(name for name in SYNTHESIZERS if name != chosen)]
+    return [chosen, *(name for name in _available(settings) if name != chosen)]
+
+
+def _available(settings: Settings) -> list[str]:
+    """Registered names, less the opt-in ones that no setting names."""
+    named = {settings.tts_english, settings.tts_other}
+    return [name for name in SYNTHESIZERS if name not in OPT_IN or name in named]
 
 
 def get_synthesizer(
@@ -136,7 +154,7 @@ def supported_languages(settings: Settings | None = None) -> list[str]:
     """Sorted codes of every language some registered synthesizer speaks."""
     settings = settings or get_settings()
     codes: set[str] = set()
-    for name in SYNTHESIZERS:
+    for name in _available(settings):
         try:
             codes |= _instance(name, settings, None).capabilities.languages
         except ConfigurationError as error:
