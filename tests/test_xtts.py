@@ -263,12 +263,18 @@ def test_streams_in_the_avatars_voice_from_the_published_layout(
 def test_spanish_and_mandarin_and_the_speech_stage(model_dir: Path, tmp_path: Path) -> None:
     from realtime_avatar.animate.mouth import PhonemeAnimator
     from realtime_avatar.engine.voice import AvatarVoice
+    from realtime_avatar.voice.fit import VoiceRecipe
     from realtime_avatar.voice.match import IdentityMatcher
     from realtime_avatar.voice.profile import ENVELOPE_GRID_HZ, VoiceProfile
 
     sample = _voice_sample(tmp_path / "avatars" / "lin", seed=9)
     profile = VoiceProfile(5.0, 0.2, 150.0, 5.0, 0.2, 0.6, 3.0, np.zeros(len(ENVELOPE_GRID_HZ)))
-    voice = AvatarVoice(_settings(model_dir, tmp_path), profile, ReferenceVoice(sample, "lin"))
+    # An avatar fitted at registration (hibari + pitch) still speaks English with xtts.
+    fitted = VoiceRecipe(base="hibari", f0_strength=1.0)
+    voice = AvatarVoice(
+        _settings(model_dir, tmp_path), profile, ReferenceVoice(sample, "lin"), fitted
+    )
+    assert voice.synthesizer("en").name == "xtts" and voice.recipe is None
     for language, text in (("es", "Hola, ¿qué tal?"), ("zh", "你好，世界。")):
         assert voice.synthesizer(language).name == "xtts"
         # It speaks in the avatar's voice already: no DSP matching.

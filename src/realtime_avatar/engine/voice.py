@@ -25,7 +25,7 @@ from ..settings import Settings
 from ..text.chunker import SentenceChunker
 from ..text.language import normalize_language_code
 from ..tts.base import ReferenceVoice, Synthesizer
-from ..tts.registry import SYNTHESIZERS, get_synthesizer
+from ..tts.registry import OPT_IN, SYNTHESIZERS, get_synthesizer
 
 if TYPE_CHECKING:  # avatars (OpenCV) and the matchers (pyworld) load only when used
     from ..avatars.registry import Avatar
@@ -106,8 +106,11 @@ class AvatarVoice:
         """Describe the voice; synthesizers and matchers are built on first use, once.
 
         ``recipe`` is the avatar's fitted English voice (``voice.fit``): its base voice
-        replaces ``AVATAR_TTS_ENGLISH`` and its strengths the matcher's defaults.
+        replaces ``AVATAR_TTS_ENGLISH`` and its strengths the matcher's defaults, unless
+        that setting names a cloning model the user brought (``xtts``), which it keeps.
         """
+        if recipe is not None and settings.tts_english in OPT_IN:
+            recipe = None  # the fit chose among DSP base voices; a cloning model needs none
         self.settings = settings
         self.voice_profile = voice_profile
         self.reference = reference
