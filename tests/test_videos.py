@@ -402,6 +402,27 @@ def test_a_job_plays_while_it_renders_then_serves_ranges(data_dir: Path, tmp_pat
         assert abs(durations["video_s"] - done["timings"]["video_s"]) < 0.1
         assert client.delete(body["status_url"]).status_code == 409  # done: nothing to cancel
 
+        # A recording to lip-sync, as a multipart upload: the video is as long as it.
+        import numpy as np
+        import soundfile as sf
+
+        rate = 16_000
+        t = np.arange(int(2.5 * rate)) / rate
+        tone = 0.3 * np.sin(2 * np.pi * 180 * t) * np.clip(np.sin(2 * np.pi * 2 * t), 0, None)
+        wav = tmp_path / "talk.wav"
+        sf.write(wav, tone.astype(np.float32), rate)
+        upload = client.post(
+            "/api/v1/videos",
+            files={"audio": ("talk.wav", wav.read_bytes(), "audio/wav")},
+            data={"avatar": "default"},
+        )
+        assert upload.status_code == 202, upload.text
+        lip = _wait_final(client, [upload.json()["id"]], 300)[0]
+        assert lip["state"] == "done" and lip["kind"] == "audio", lip
+        synced = tmp_path / "lip.mp4"
+        synced.write_bytes(client.get(upload.json()["stream_url"]).content)
+        assert abs(check_video(synced)["audio_s"] - 2.5) < 0.1
+
 
 def _start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     with open(log_path, "wb") as log:
