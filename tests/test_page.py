@@ -169,22 +169,26 @@ def test_make_an_avatar_then_talk_type_and_see_captions(
     assert not [p for p in (home / "avatars").iterdir() if p.name.startswith(".")]
 
     # ------------------------------------------------ talk to it, then type over it
+    # The question repeats (the fake microphone loops), so one lost while the call was
+    # still connecting is asked again; once answered, the microphone is muted.
     question = _wav(
-        tmp_path / "question.wav", _silence(5.0), spoken("What is your name?"), _silence(40)
+        tmp_path / "question.wav", _silence(3.0), spoken("What is your name?"), _silence(15)
     )
-    with _browser(question, loop=False) as browser:
+    with _browser(question) as browser:
         page, errors = _open(browser, server)
         page.select_option("#avatar", "ana")
         page.click("#mic")
         page.wait_for_function(
             "[...document.querySelectorAll('#transcript li.user')].some(li => /name/i.test(li.textContent))",
-            timeout=WAIT_MS,
+            timeout=2 * WAIT_MS,
         )
         page.wait_for_function(
             "document.getElementById('status').dataset.state === 'speaking'", timeout=WAIT_MS
         )
         page.wait_for_selector("#captions:not([hidden])", timeout=10_000)
         assert page.inner_text("#captions").strip()
+        page.click("#mic")  # mute: the looping question is heard no more
+        assert "muted" in str(page.get_attribute("#mic", "class"))
         # Typing over the avatar stops it; Enter sends the message as a turn.
         page.fill("#message", "Where are you from?")
         page.wait_for_selector("#transcript li.avatar.interrupted", timeout=10_000)
@@ -212,7 +216,9 @@ def test_make_an_avatar_then_talk_type_and_see_captions(
         page.click("#hangup")
         assert not errors, errors
 
-        # ------------------------------------------------ a phone in portrait
+    # ------------------------------------------------ a phone in portrait (a quiet room)
+    quiet = _wav(tmp_path / "quiet.wav", _silence(5))
+    with _browser(quiet) as browser:
         phone, errors = _open(browser, server, width=390, height=844)
         phone.select_option("#avatar", "ana")
         phone.fill("#message", "Hello! What do you like?")
@@ -246,7 +252,8 @@ def test_each_bad_input_shows_its_message_and_leaves_nothing(
     gradient = np.stack([np.tile(ramp, (800, 1))] * 3, axis=-1).astype(np.uint8)
     no_face = _file("wall.jpg", _jpeg(gradient), "image/jpeg")
     text_jpg = _file("notes.jpg", b"Shopping list: eggs, milk, bread.\n" * 50, "image/jpeg")
-    huge = _file("huge.jpg", b"\xff\xd8\xff" + b"\0" * (30 * 1024 * 1024), "image/jpeg")
+    huge = tmp_path / "huge.jpg"  # by path: the browser reads it, nothing is copied over
+    huge.write_bytes(b"\xff\xd8\xff" + b"\0" * (30 * 1024 * 1024))
     voice_path = home / "avatars" / "default" / "voice.wav"
     voice = _file("me.wav", voice_path.read_bytes(), "audio/wav")
     before = _on_disk(home)
@@ -254,11 +261,11 @@ def test_each_bad_input_shows_its_message_and_leaves_nothing(
     with _browser(silent) as browser:
         page, errors = _open(browser, server)
 
-        def attempt(photo: dict[str, Any], field: str, *, record_s: float = 0.0) -> str:
+        def attempt(photo: dict[str, Any] | Path, field: str, *, record_s: float = 0.0) -> str:
             page.reload()
             page.wait_for_selector("#avatar-list li", timeout=30_000)
             page.fill("#new-name", "tester")
-            page.set_input_files("#photo", files=[photo])
+            page.set_input_files("#photo", files=[photo], timeout=WAIT_MS)
             if record_s:
                 verdict = _record(page, record_s)
                 assert "silent" in verdict, page.inner_text("#voice-warn")
