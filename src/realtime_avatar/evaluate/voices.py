@@ -181,6 +181,10 @@ def score_voice(
             "heldout_similarity_raw": fit["raw"]["similarity"],
             "heldout_similarity_fitted": fit["fitted"]["similarity"],
             "note": fit["note"],
+            "tried": [
+                {k: c[k] for k in ("recipe", "similarity", "median_f0_hz", "wer", "reason")}
+                for c in fit.get("tried", [])
+            ],
         },
         "systems": systems,
     }
