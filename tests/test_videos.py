@@ -125,6 +125,37 @@ def test_sqlite_store_lists_jobs_left_active(tmp_path: Path) -> None:
     store.close()
 
 
+def test_sqlite_store_counts_states_and_hands_out_ended_jobs_once(tmp_path: Path) -> None:
+    store = SqliteJobStore(tmp_path / "jobs.db")
+    for _ in range(3):
+        store.create(_record())
+    store.create(_record(state=JobState.RUNNING))
+    assert store.count_state(JobState.QUEUED) == 3 and store.count_state(JobState.RUNNING) == 1
+    store.push_ended("done", 4.5)
+    store.push_ended("failed", 1.0)
+    assert store.pop_ended() == [("done", 4.5), ("failed", 1.0)]
+    assert store.pop_ended() == []
+    store.close()
+
+
+def test_ended_jobs_reach_the_servers_metrics(tmp_path: Path) -> None:
+    from realtime_avatar.server import metrics
+
+    jobs = VideoJobs(Settings(data_dir=tmp_path))
+    def done() -> float:
+        return metrics.REGISTRY.get_sample_value("avatar_video_jobs_total", {"outcome": "done"}) or 0
+
+    before = done()
+    record = _record()
+    jobs.store.create(record)
+    jobs.store.push_ended("done", 12.0)
+    jobs.cancel(record.id)  # a cancel is an ending too
+    assert jobs.count_ended() == 2
+    assert done() == before + 1
+    assert jobs.count_ended() == 0  # each ending is counted once
+    jobs.close()
+
+
 # ---------------------------------------------------------------- the API's answers
 @pytest.fixture
 def make_client(tmp_path: Path) -> Iterator[Any]:
@@ -313,6 +344,41 @@ def test_the_stream_of_a_cancelled_job_ends(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- real jobs (slow)
+@pytest.mark.slow
+def test_redis_store_compare_and_set_and_counts(redis_url: str) -> None:
+    from realtime_avatar.jobs.store import RedisJobStore
+
+    store = RedisJobStore(redis_url)
+    record = _record()
+    store.create(record)
+    assert store.count_active("local") == 1 and store.count_state(JobState.QUEUED) == 1
+    running = only_if({JobState.QUEUED}, {"state": JobState.RUNNING, "attempt": 1})
+    assert store.update(record.id, running) is not None
+    assert store.update(record.id, running) is None  # already taken
+    assert store.count_state(JobState.QUEUED) == 0 and store.count_state(JobState.RUNNING) == 1
+    # Two racers: exactly one moves the job out of running.
+    results: list[JobRecord | None] = []
+    racers = [
+        threading.Thread(
+            target=lambda target=target: results.append(
+                store.update(record.id, only_if({JobState.RUNNING}, {"state": target}, 1))
+            )
+        )
+        for target in (JobState.DONE, JobState.CANCELLED) * 4
+    ]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join()
+    assert sum(r is not None for r in results) == 1
+    final = store.get(record.id)
+    assert final is not None and final.state in FINAL
+    assert store.count_active("local") == 0 and store.count_state(JobState.RUNNING) == 0
+    store.push_ended("done", 3.0)
+    assert store.pop_ended() == [("done", 3.0)] and store.pop_ended() == []
+    store.close()
+
+
 SCRIPT = (
     "Good morning, and welcome to the show. Today we look at how a video is made while you "
     "watch. Each sentence is spoken, then drawn, then encoded. The file grows as it goes. "
@@ -511,6 +577,12 @@ def test_redis_workers_lose_no_job_when_one_is_killed(
             time.sleep(0.1)
 
         records = _wait_final(client, ids, 600)
+        # The workers' endings reach the server's /metrics (counted by the server node).
+        deadline = time.monotonic() + 60
+        while 'avatar_video_jobs_total{outcome="done"} 6.0' not in client.get("/metrics").text:
+            assert time.monotonic() < deadline, client.get("/metrics").text[-3000:]
+            time.sleep(0.5)
+        assert "avatar_video_jobs_queued 0.0" in client.get("/metrics").text
     store.close()
 
     assert [r["state"] for r in records] == ["done"] * 6, [

@@ -244,6 +244,7 @@ def run_job(
             out_path.unlink(missing_ok=True)
             return Outcome.CANCELLED
         return Outcome.SUPERSEDED
+    store.push_ended(str(Outcome.DONE), (done.finished_unix or time.time()) - done.created_unix)
     log.info("job %s: done, %.1f s of video in %.1f s", job_id, result.duration_s, result.wall_s)
     return Outcome.DONE
 
@@ -278,7 +279,7 @@ def _stopped(
 
 def _fail(store: JobStore, job_id: str, attempt: int, message: str) -> Outcome:
     log.info("job %s failed: %s", job_id, message)
-    store.update(
+    failed = store.update(
         job_id,
         only_if(
             {JobState.RUNNING},
@@ -286,4 +287,6 @@ def _fail(store: JobStore, job_id: str, attempt: int, message: str) -> Outcome:
             attempt,
         ),
     )
+    if failed is not None:
+        store.push_ended(str(Outcome.FAILED), time.time() - failed.created_unix)
     return Outcome.FAILED

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from ..avatars.registry import avatars_dir, validate_name
 from ..constants import OUTPUT_RATE_HZ
 from ..engine.script import MAX_USER_AUDIO_S, check_script_text
 from ..errors import AvatarNotFoundError, InvalidAudioError, UnsupportedLanguageError
+from ..server import metrics
 from ..settings import Settings
 from ..text.chunker import split_sentences
 from ..text.language import resolve_language, script_language
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".ogg", ".oga", ".opus", ".flac", ".webm", ".aac")
 LOCAL_OWNER = "local"  # jobs submitted when no token is set
+METRICS_EVERY_S = 2.0  # how often ended jobs are counted into the metrics
 
 
 def owner_of(authorization: str | None) -> str:
@@ -55,6 +58,8 @@ class VideoJobs:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.root = jobs_root(settings)
+        self._stopping = threading.Event()
+        self._counter: threading.Thread | None = None
         self.store: JobStore
         self.queue: JobQueue
         if settings.redis_url:
@@ -72,12 +77,44 @@ class VideoJobs:
         return self.queue.kind
 
     def start(self) -> None:
-        """Make the folder and start the queue (the in-process one takes up left jobs)."""
+        """Make the folder, start the queue (the in-process one takes up left jobs) and the
+        metrics: queue depth read at each scrape, ended jobs counted every few seconds."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.queue.start()
+        metrics.VIDEO_JOBS_QUEUED.set_function(lambda: self._count(JobState.QUEUED))
+        metrics.VIDEO_JOBS_RUNNING.set_function(lambda: self._count(JobState.RUNNING))
+        self._counter = threading.Thread(
+            target=self._count_ended, name="video-job-metrics", daemon=True
+        )
+        self._counter.start()
+
+    def _count(self, state: JobState) -> float:
+        try:
+            return float(self.store.count_state(state))
+        except Exception:  # noqa: BLE001 - Redis away: the gauge says nothing, not a 500
+            return float("nan")
+
+    def _count_ended(self) -> None:
+        while not self._stopping.wait(METRICS_EVERY_S):
+            self.count_ended()
+
+    def count_ended(self) -> int:
+        """Move the ended jobs any process noted into this server's counters; how many."""
+        try:
+            ended = self.store.pop_ended()
+        except Exception:  # noqa: BLE001 - Redis away: counted at the next look
+            log.debug("could not read ended jobs", exc_info=True)
+            return 0
+        for outcome, seconds in ended:
+            metrics.VIDEO_JOBS.labels(outcome=outcome).inc()
+            metrics.VIDEO_JOB_SECONDS.observe(seconds)
+        return len(ended)
 
     def close(self) -> None:
         """Stop the queue (an in-process job goes back to queued) and the store."""
+        self._stopping.set()
+        if self._counter is not None:
+            self._counter.join(timeout=10)
         self.queue.close()
         self.store.close()
 
@@ -204,6 +241,7 @@ class VideoJobs:
         )
         if cancelled is None:  # it finished in between
             return self.get(job_id)
+        self.store.push_ended(str(JobState.CANCELLED), time.time() - cancelled.created_unix)
         return cancelled
 
     def video_path(self, record: JobRecord) -> Path:

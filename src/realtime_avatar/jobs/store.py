@@ -41,6 +41,15 @@ class JobStore(Protocol):
     def count_active(self, owner: str) -> int:
         """Queued and running jobs of one owner."""
 
+    def count_state(self, state: JobState) -> int:
+        """Jobs in one active state (queued or running), everyone's."""
+
+    def push_ended(self, outcome: str, seconds: float) -> None:
+        """Note that a job ended (for the server's metrics, whichever process ran it)."""
+
+    def pop_ended(self, limit: int = 500) -> list[tuple[str, float]]:
+        """Take the ended jobs noted so far (each is taken once, by one server)."""
+
     def close(self) -> None:
         """Release connections."""
 
@@ -74,6 +83,10 @@ class SqliteJobStore:
                 updated_unix REAL NOT NULL)"""
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS video_jobs_owner ON video_jobs(owner, state)")
+        self._db.execute(
+            """CREATE TABLE IF NOT EXISTS video_job_ends (
+                n INTEGER PRIMARY KEY AUTOINCREMENT, outcome TEXT NOT NULL, seconds REAL)"""
+        )
 
     def create(self, record: JobRecord) -> None:
         with self._lock:
@@ -112,6 +125,28 @@ class SqliteJobStore:
             ).fetchone()
         return int(row[0])
 
+    def count_state(self, state: JobState) -> int:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM video_jobs WHERE state=?", (str(state),)
+            ).fetchone()
+        return int(row[0])
+
+    def push_ended(self, outcome: str, seconds: float) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO video_job_ends (outcome, seconds) VALUES (?,?)", (outcome, seconds)
+            )
+
+    def pop_ended(self, limit: int = 500) -> list[tuple[str, float]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT n, outcome, seconds FROM video_job_ends ORDER BY n LIMIT ?", (limit,)
+            ).fetchall()
+            if rows:
+                self._db.execute("DELETE FROM video_job_ends WHERE n <= ?", (rows[-1][0],))
+        return [(str(r[1]), float(r[2])) for r in rows]
+
     def active_ids(self) -> list[str]:
         """Jobs left queued or running (by a server that stopped), oldest first."""
         with self._lock:
@@ -130,7 +165,8 @@ class RedisJobStore:
     """Job records in Redis, where the server and workers on any machine see them.
 
     One string key per job (its JSON), changed in a WATCH/MULTI transaction; a set per
-    owner holds the ids of its active jobs for the per-token limit.
+    owner holds the ids of its active jobs for the per-token limit, a set per active state
+    the ids in it (queue depth for the metrics), and a list the jobs that ended.
     """
 
     def __init__(self, url: str, namespace: str = "avatar:jobs") -> None:
@@ -145,10 +181,14 @@ class RedisJobStore:
     def _owner_key(self, owner: str) -> str:
         return f"{self._ns}:active:{owner}"
 
+    def _state_key(self, state: JobState) -> str:
+        return f"{self._ns}:state:{state}"
+
     def create(self, record: JobRecord) -> None:
         pipe = self._redis.pipeline()
         pipe.set(self._key(record.id), _dump(record))
         pipe.sadd(self._owner_key(record.owner), record.id)
+        pipe.sadd(self._state_key(record.state), record.id)
         pipe.execute()
 
     def get(self, job_id: str) -> JobRecord | None:
@@ -177,6 +217,10 @@ class RedisJobStore:
                     pipe.set(key, _dump(new))
                     if new.state not in ACTIVE:
                         pipe.srem(self._owner_key(new.owner), job_id)
+                    if new.state is not current.state:
+                        pipe.srem(self._state_key(current.state), job_id)
+                        if new.state in ACTIVE:
+                            pipe.sadd(self._state_key(new.state), job_id)
                     pipe.execute()
                     return new
                 except redis.WatchError:
@@ -184,6 +228,16 @@ class RedisJobStore:
 
     def count_active(self, owner: str) -> int:
         return int(self._redis.scard(self._owner_key(owner)))
+
+    def count_state(self, state: JobState) -> int:
+        return int(self._redis.scard(self._state_key(state)))
+
+    def push_ended(self, outcome: str, seconds: float) -> None:
+        self._redis.rpush(f"{self._ns}:ended", json.dumps([outcome, seconds]))
+
+    def pop_ended(self, limit: int = 500) -> list[tuple[str, float]]:
+        raw: Any = self._redis.lpop(f"{self._ns}:ended", limit) or []
+        return [(str(o), float(s)) for o, s in (json.loads(item) for item in raw)]
 
     def ping(self) -> None:
         """Raise if Redis cannot be reached."""

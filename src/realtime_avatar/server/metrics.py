@@ -87,3 +87,19 @@ def observe_turn(stage_ms: dict[str, float], interrupted: bool, error: bool) -> 
     for name, value in stage_ms.items():
         STAGE_SECONDS.labels(stage=name.removesuffix("_ms")).observe(value / 1000.0)
     TURNS.labels(outcome="error" if error else "interrupted" if interrupted else "answered").inc()
+
+# Video jobs (jobs/): depth read from the job store at scrape time; outcomes and durations
+# reported by whichever process ran the job and counted by a server node (jobs/service.py).
+VIDEO_JOBS_QUEUED = Gauge(
+    "avatar_video_jobs_queued", "Video jobs waiting for a worker", registry=REGISTRY
+)
+VIDEO_JOBS_RUNNING = Gauge("avatar_video_jobs_running", "Video jobs rendering", registry=REGISTRY)
+VIDEO_JOBS = Counter(
+    "avatar_video_jobs_total", "Video jobs that ended, by outcome", ["outcome"], registry=REGISTRY
+)
+VIDEO_JOB_SECONDS = Histogram(
+    "avatar_video_job_seconds",
+    "Video job time from submission to its end",
+    buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800),
+    registry=REGISTRY,
+)
