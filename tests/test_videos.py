@@ -709,3 +709,53 @@ def test_the_page_plays_the_video_while_it_renders(data_dir: Path, tmp_path: Pat
         assert page.evaluate("window.seen.frames") > 25, "the video did not play on"
         assert not errors, errors
         browser.close()
+
+
+@pytest.mark.slow
+def test_an_attempt_past_the_time_limit_fails_clearly_and_leaves_nothing(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """A real render with AVATAR_JOB_TIMEOUT_S=1: stopped by the heartbeat thread, failed
+    with words that name the setting, no partial or finished file left."""
+    from realtime_avatar.jobs.runner import Outcome, run_job
+
+    settings = Settings(data_dir=data_dir, jobs_dir=tmp_path / "videos", job_timeout_s=1.0)
+    store = SqliteJobStore(tmp_path / "jobs.db")
+    record = JobRecord.new("text", "local", "default", "en", text=SCRIPT * 3)
+    store.create(record)
+    assert run_job(record.id, store, settings, heartbeat_s=0.2) is Outcome.FAILED
+    failed = store.get(record.id)
+    assert failed is not None and failed.state is JobState.FAILED
+    assert failed.error is not None and "timed out" in failed.error
+    assert "AVATAR_JOB_TIMEOUT_S" in failed.error
+    assert list((tmp_path / "videos" / record.id).iterdir()) == []
+    assert store.pop_ended()[0][0] == "failed"
+    store.close()
+
+
+@pytest.mark.slow
+def test_cancelling_a_running_job_stops_it_and_removes_its_file(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    from realtime_avatar.jobs.runner import Outcome, run_job
+
+    settings = Settings(data_dir=data_dir, jobs_dir=tmp_path / "videos")
+    jobs = VideoJobs(settings)
+    record = JobRecord.new("text", "local", "default", "en", text=SCRIPT * 3)
+    jobs.store.create(record)
+    outcome: list[Outcome] = []
+    runner = threading.Thread(
+        target=lambda: outcome.append(run_job(record.id, jobs.store, settings, heartbeat_s=0.2))
+    )
+    runner.start()
+    deadline = time.monotonic() + 300
+    while (got := jobs.store.get(record.id)) is not None and got.progress == 0.0:
+        assert time.monotonic() < deadline and runner.is_alive()
+        time.sleep(0.05)
+    assert jobs.cancel(record.id).state is JobState.CANCELLED
+    runner.join(timeout=120)
+    assert outcome == [Outcome.CANCELLED]
+    assert list((tmp_path / "videos" / record.id).iterdir()) == []
+    final = jobs.store.get(record.id)
+    assert final is not None and final.state is JobState.CANCELLED
+    jobs.close()
