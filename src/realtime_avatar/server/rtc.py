@@ -145,6 +145,7 @@ class RtcSession:
         self._pending_events: list[ServerEvent] = []
         self.frames_sent = 0
         self.frames_dropped = 0  # encoded frames dropped toward aiortc's sender (it lagged)
+        self._pump_started: float | None = None
 
     # ------------------------------------------------------------------ signalling
     async def answer(self, sdp: str, kind: str) -> RTCSessionDescription:
@@ -264,6 +265,7 @@ class RtcSession:
         """Produce one paired frame every 40 ms on a steady clock, whatever the turn does."""
         loop = asyncio.get_running_loop()
         start = time.monotonic()
+        self._pump_started = start
         index = 0
         audio_pts = 0
         window_start, render_wait = start, 0.0
@@ -361,4 +363,14 @@ class RtcSession:
             self._render_pool.shutdown(wait=False, cancel_futures=True)
             if self._tap is not None:
                 self._tap.close()
+            if self._pump_started is not None:
+                elapsed_s = max(time.monotonic() - self._pump_started, 1e-3)
+                log.info(
+                    "video %s: %d frames in %.1f s (%.2f fps), %d dropped toward the sender",
+                    self.video_codec or "-",
+                    self.frames_sent,
+                    elapsed_s,
+                    self.frames_sent / elapsed_s,
+                    self.frames_dropped,
+                )
             self._on_closed(self, reason)
