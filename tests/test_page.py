@@ -39,6 +39,13 @@ READING = (
 )
 PERSONA = "# Ana\nI am Ana, a pilot from Houston. I love flying, chess and jazz.\n"
 WAIT_MS = 60_000  # a guard against a hang, not a speed requirement
+# Every progress line the page shows while the avatar is made.
+STEPS_SEEN = """() => {
+  window.stepsSeen = [];
+  const status = document.getElementById('make-status');
+  new MutationObserver(() => window.stepsSeen.push(status.textContent))
+    .observe(status, {childList: true, characterData: true, subtree: true});
+}"""
 
 
 @pytest.fixture(scope="module")
@@ -157,11 +164,15 @@ def test_make_an_avatar_then_talk_type_and_see_captions(
         shot = tmp_path / "make.png"
         page.locator("#make").screenshot(path=str(shot))
         _keep(shot, "page-make-avatar.png")
+        page.evaluate(STEPS_SEEN)
         page.click("#create")
         page.wait_for_function(
             "/Made Ana/.test(document.getElementById('make-status').textContent)",
             timeout=WAIT_MS,
         )
+        seen = page.evaluate("window.stepsSeen")
+        assert any(s.startswith("Uploading") for s in seen), seen  # progress, step by step
+        assert "Finding the face…" in seen and "Saving…" in seen, seen
         assert page.input_value("#avatar") == "ana"  # selected at once
         assert page.locator("#avatar-list li[data-name='ana']").count() == 1
         assert not errors, errors
