@@ -67,10 +67,11 @@ class Settings(BaseSettings):
     max_sessions: int = 2
     # The call's video (server/encoders.py), encoded on the session's render thread.
     # Codecs in order of preference; the first one the peer's offer has is sent (H.264
-    # first: x264 costs about half VP8's time a frame here, at the same sharpness).
+    # first: every browser decodes it, most in hardware; same encode cost as VP8 here).
     video_codecs: str = "h264,vp8"
-    # Target rate of a 512x512, 25 fps call: bench/video_quality.py measured face SSIM
-    # 0.99 from about 1.2 Mbit/s up, received by an aiortc client (docs/BENCHMARKS.md).
+    # Target rate of a 512x512, 25 fps call. Face SSIM while speaking, received
+    # (bench/video_quality.py, docs/BENCHMARKS.md): H.264 0.9916 at 1200, 0.9936 at 2000;
+    # VP8 0.9927 at 1200, 0.9933 at 2000 (it spends ~1.4 Mbit/s at most on a face).
     video_bitrate_kbps: int = 2000
     # Evaluation only: every rendered frame of each call, raw RGB, into this folder
     # (786 KB a frame at 512 px, 20 MB/s), so what a client receives can be scored

@@ -7,11 +7,12 @@ estimate down to 500 kbit/s. A rendered face has no sensor noise, and every sess
 already has a render thread: the pump encodes there, right after drawing, and hands
 aiortc finished packets (its sender packetizes an ``av.Packet`` as it is).
 
-H.264 is preferred when the peer offers it (``AVATAR_VIDEO_CODECS``): x264 ``superfast``
-takes about half VP8's time a frame at the same face SSIM (bench/video_quality.py,
-docs/BENCHMARKS.md). Both run at a fixed target rate (``AVATAR_VIDEO_BITRATE_KBPS``)
-with a one-second rate buffer: the product runs on loopback or a LAN, where following a
-receiver's early, low bandwidth estimate is what made video soft.
+H.264 is preferred when the peer offers it (``AVATAR_VIDEO_CODECS``): every browser
+decodes it (most in hardware), and x264 ``superfast`` costs what VP8 costs here (p50
+2.7 ms a 512x512 frame) at face SSIM 0.994 (bench/video_quality.py, docs/BENCHMARKS.md).
+Both run at a fixed target rate (``AVATAR_VIDEO_BITRATE_KBPS``) with a one-second rate
+buffer: the product runs on loopback or a LAN, where following a receiver's early, low
+bandwidth estimate only makes the first seconds soft.
 
 A receiver that loses a keyframe asks for one (RTCP PLI/FIR); aiortc forwards that to its
 encoder, which with packets is not used, so ``attach_keyframe_requests`` takes the request.
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 OPUS_FRAME_SAMPLES = OUTPUT_RATE_HZ // 50  # 20 ms: one Opus packet each (see rtc.py)
 KEYFRAME_EVERY_FRAMES = 250  # a lost keyframe costs at most 10 s even without a PLI
 VIDEO_CODECS = ("H264", "VP8")  # the codecs the render thread encodes (names as in SDP)
-X264_PRESET = "superfast"  # ultrafast loses ~0.001 face SSIM, veryfast costs twice the time
+X264_PRESET = "superfast"  # ultrafast: ~0.001 less face SSIM; veryfast: ~2x the time
 
 
 def negotiated_codec(answer_sdp: str, kind: str) -> str:
