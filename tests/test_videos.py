@@ -264,6 +264,18 @@ def test_the_routes_are_in_openapi_with_both_bodies(make_client: Any) -> None:
     assert "get" in spec["paths"]["/api/v1/videos/{job_id}/stream"]
 
 
+def test_an_unreachable_redis_is_a_503_not_a_traceback(make_client: Any) -> None:
+    """With AVATAR_REDIS_URL pointing nowhere the server still starts (live calls do not
+    need the queue) and every job route says the queue is unreachable."""
+    client = make_client(redis_url="redis://127.0.0.1:1/0")
+    res = client.post("/api/v1/videos", json={"text": "Hello."})
+    assert res.status_code == 503 and "unreachable" in res.json()["error"], res.text
+    res = client.get("/api/v1/videos/" + "e" * 32)
+    assert res.status_code == 503 and set(res.json()) == {"error"}
+    assert client.delete("/api/v1/videos/" + "e" * 32).status_code == 503
+    assert client.get("/health").status_code == 200
+
+
 def test_cancelling_a_final_job_is_a_409(tmp_path: Path) -> None:
     jobs = VideoJobs(Settings(data_dir=tmp_path))
     record = _record(state=JobState.DONE)

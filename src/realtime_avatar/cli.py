@@ -449,6 +449,7 @@ def worker(
         signal.signal(signum, on_signal)
     try:
         video_worker = VideoWorker(settings, threads=threads)
+        video_worker.store.ping()  # before the models load: an unreachable Redis fails fast
         video_worker.warm_up()
         video_worker.start()
     except Exception as exc:  # noqa: BLE001 - Redis unreachable and the like, in one line

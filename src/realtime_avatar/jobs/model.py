@@ -63,6 +63,12 @@ class JobQueueFullError(AvatarError):
     status_code = 429
 
 
+class JobStoreDownError(AvatarError):
+    """The job store or queue (Redis) cannot be reached."""
+
+    status_code = 503
+
+
 class JobLimitError(AvatarError):
     """A job's input over a limit (text length, upload size)."""
 

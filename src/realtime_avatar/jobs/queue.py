@@ -134,7 +134,10 @@ class RedisQueue:
         self._broker = make_broker(settings)
 
     def start(self) -> None:
-        self._broker.client.ping()
+        try:
+            self._broker.client.ping()
+        except Exception as exc:  # noqa: BLE001 - live calls must not wait on the job queue
+            log.warning("Redis at AVATAR_REDIS_URL is unreachable (%s): video jobs answer 503", exc)
 
     def submit(self, job_id: str) -> None:
         self._broker.enqueue(job_message(job_id))

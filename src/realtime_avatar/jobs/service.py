@@ -7,17 +7,19 @@ of the server; with it, records live in Redis and jobs go to ``avatar worker`` p
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..avatars.registry import avatars_dir, validate_name
 from ..constants import OUTPUT_RATE_HZ
 from ..engine.script import MAX_USER_AUDIO_S, check_script_text
-from ..errors import AvatarNotFoundError, InvalidAudioError, UnsupportedLanguageError
+from ..errors import AvatarError, AvatarNotFoundError, InvalidAudioError, UnsupportedLanguageError
 from ..server import metrics
 from ..settings import Settings
 from ..text.chunker import split_sentences
@@ -32,6 +34,7 @@ from .model import (
     JobQueueFullError,
     JobRecord,
     JobState,
+    JobStoreDownError,
     check_job_id,
 )
 from .queue import InProcessQueue, JobQueue, RedisQueue
@@ -43,6 +46,20 @@ log = logging.getLogger(__name__)
 AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".ogg", ".oga", ".opus", ".flac", ".webm", ".aac")
 LOCAL_OWNER = "local"  # jobs submitted when no token is set
 METRICS_EVERY_S = 2.0  # how often ended jobs are counted into the metrics
+
+
+@contextlib.contextmanager
+def _store_reachable() -> Iterator[None]:
+    """Turn a store or broker failure (Redis down) into a clear 503."""
+    try:
+        yield
+    except AvatarError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - redis' errors, sqlite's, OS errors
+        log.warning("job store unreachable: %s", exc)
+        raise JobStoreDownError(
+            f"the job queue is unreachable ({type(exc).__name__}); try again shortly"
+        ) from None
 
 
 def owner_of(authorization: str | None) -> str:
@@ -128,7 +145,8 @@ class VideoJobs:
         return name
 
     def _check_room(self, owner: str) -> None:
-        active = self.store.count_active(owner)
+        with _store_reachable():
+            active = self.store.count_active(owner)
         if active >= self.settings.job_max_queued:
             raise JobQueueFullError(
                 f"{active} video job(s) of yours are queued or running (the limit is "
@@ -190,23 +208,25 @@ class VideoJobs:
         return self._queue(record)
 
     def _queue(self, record: JobRecord) -> JobRecord:
-        self.store.create(record)
+        with _store_reachable():
+            self.store.create(record)
         try:
             self.queue.submit(record.id)
         except Exception as exc:  # noqa: BLE001 - the broker is down: say so, keep no ghost
-            self.store.update(
-                record.id,
-                only_if(
-                    ACTIVE,
-                    {
-                        "state": JobState.FAILED,
-                        "error": "could not be queued",
-                        "finished_unix": time.time(),
-                    },
-                ),
-            )
-            log.exception("queueing job %s failed", record.id)
-            raise JobConflictError(
+            with contextlib.suppress(Exception):
+                self.store.update(
+                    record.id,
+                    only_if(
+                        ACTIVE,
+                        {
+                            "state": JobState.FAILED,
+                            "error": "could not be queued",
+                            "finished_unix": time.time(),
+                        },
+                    ),
+                )
+            log.warning("queueing job %s failed: %s", record.id, exc)
+            raise JobStoreDownError(
                 f"the job queue is unreachable ({type(exc).__name__}); try again shortly"
             ) from None
         log.info("job %s queued (%s, %s)", record.id, record.kind, self.mode)
@@ -215,7 +235,9 @@ class VideoJobs:
     # ------------------------------------------------------------------ reading
     def get(self, job_id: str) -> JobRecord:
         """A job's record, or a 404."""
-        record = self.store.get(check_job_id(job_id))
+        job_id = check_job_id(job_id)
+        with _store_reachable():
+            record = self.store.get(job_id)
         if record is None:
             raise JobNotFoundError(f"no video job {job_id}; it may have been removed")
         return record
@@ -228,20 +250,19 @@ class VideoJobs:
                 f"job {job_id} is already {record.state}; only queued or running jobs can be "
                 "cancelled"
             )
-        cancelled = self.store.update(
-            job_id,
-            only_if(
-                ACTIVE,
-                {
-                    "state": JobState.CANCELLED,
-                    "finished_unix": time.time(),
-                    "error": "cancelled by request",
-                },
-            ),
+        cancel = only_if(
+            ACTIVE,
+            {
+                "state": JobState.CANCELLED,
+                "finished_unix": time.time(),
+                "error": "cancelled by request",
+            },
         )
-        if cancelled is None:  # it finished in between
-            return self.get(job_id)
-        self.store.push_ended(str(JobState.CANCELLED), time.time() - cancelled.created_unix)
+        with _store_reachable():
+            cancelled = self.store.update(job_id, cancel)
+            if cancelled is None:  # it finished in between
+                return self.get(job_id)
+            self.store.push_ended(str(JobState.CANCELLED), time.time() - cancelled.created_unix)
         return cancelled
 
     def video_path(self, record: JobRecord) -> Path:
