@@ -771,3 +771,31 @@ def test_cancelling_a_running_job_stops_it_and_removes_its_file(
     final = jobs.store.get(record.id)
     assert final is not None and final.state is JobState.CANCELLED
     jobs.close()
+
+
+@pytest.mark.slow
+def test_jobs_a_stopped_server_left_are_taken_up_at_start(data_dir: Path, tmp_path: Path) -> None:
+    """In-process: a job left queued and one left running (its server died mid-render) are
+    both run when the next server starts; the running one as attempt 2."""
+    settings = Settings(data_dir=data_dir, jobs_dir=tmp_path / "videos")
+    left = SqliteJobStore(tmp_path / "videos" / "jobs.db")
+    queued = JobRecord.new("text", "local", "default", "en", text="Hello there.")
+    running = JobRecord.new(
+        "text", "local", "default", "en", text="Still here.", state=JobState.RUNNING, attempt=1
+    )
+    left.create(queued)
+    left.create(running)
+    left.close()
+    jobs = VideoJobs(settings)
+    jobs.start()
+    try:
+        deadline = time.monotonic() + 300
+        while not all(jobs.get(r.id).state is JobState.DONE for r in (queued, running)):
+            states = [jobs.get(r.id).state for r in (queued, running)]
+            assert JobState.FAILED not in states and time.monotonic() < deadline, states
+            time.sleep(0.2)
+        assert jobs.get(running.id).attempt == 2
+        for record in (queued, running):
+            check_video(tmp_path / "videos" / record.id / "video.mp4")
+    finally:
+        jobs.close()
