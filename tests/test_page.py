@@ -332,3 +332,29 @@ def test_delete_asks_first_and_the_default_has_no_delete(
             "#avatar option", "os => os.map(o => o.value)"
         )
         assert not errors, errors
+
+
+def test_every_control_is_reachable_by_keyboard_with_visible_focus(
+    server: str, tmp_path: Path
+) -> None:
+    quiet = _wav(tmp_path / "quiet.wav", _silence(3))
+    with _browser(quiet) as browser:
+        page, errors = _open(browser, server)
+        reached: dict[str, str] = {}
+        for _ in range(40):
+            page.keyboard.press("Tab")
+            focused = page.evaluate(
+                """() => { const el = document.activeElement;
+                           const style = getComputedStyle(el);
+                           return [el.id || el.className, style.outlineStyle, style.outlineWidth]; }"""
+            )
+            reached.setdefault(focused[0], f"{focused[1]} {focused[2]}")
+        wanted = [
+            "mic", "avatar", "language", "dialogue", "captions-toggle", "message", "send",
+            "new-name", "photo-pick", "record", "voice-file", "persona", "create",
+        ]  # fmt: skip
+        missing = [name for name in wanted if name not in reached]
+        assert not missing, (missing, list(reached))
+        hidden_focus = {k: v for k, v in reached.items() if k in wanted and v.startswith("none")}
+        assert not hidden_focus, hidden_focus  # every control shows where the focus is
+        assert not errors, errors
