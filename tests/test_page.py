@@ -358,3 +358,29 @@ def test_every_control_is_reachable_by_keyboard_with_visible_focus(
         hidden_focus = {k: v for k, v in reached.items() if k in wanted and v.startswith("none")}
         assert not hidden_focus, hidden_focus  # every control shows where the focus is
         assert not errors, errors
+
+
+# Speech-like bursts (0.3 s of tone, 0.2 s of silence) at 48 kHz: gain and length vary.
+VOICE_CHECK = """([gain, seconds, clip]) => {
+  const rate = 48000, pcm = new Float32Array(Math.round(seconds * rate));
+  for (let i = 0; i < pcm.length; i++) {
+    const on = (i / rate) % 0.5 < 0.3;
+    const x = on ? gain * Math.sin(2 * Math.PI * 180 * i / rate) : 0.0005 * Math.sin(i);
+    pcm[i] = Math.max(-clip, Math.min(clip, x));
+  }
+  const check = window.avatarVoiceCheck;
+  return check.voiceWarnings(check.analyse(pcm, rate)).map(([kind]) => kind);
+}"""
+
+
+def test_the_recording_check_warns_before_sending(server: str, tmp_path: Path) -> None:
+    """The page's own measures (as media/audio.py's): quiet, clipped, short, silent."""
+    quiet = _wav(tmp_path / "quiet.wav", _silence(3))
+    with _browser(quiet) as browser:
+        page, errors = _open(browser, server)
+        assert page.evaluate(VOICE_CHECK, [0.3, 10, 1]) == []
+        assert page.evaluate(VOICE_CHECK, [0.01, 10, 1]) == ["quiet"]
+        assert page.evaluate(VOICE_CHECK, [3.0, 10, 1]) == ["clipped"]
+        assert page.evaluate(VOICE_CHECK, [0.3, 2, 1]) == ["short"]
+        assert page.evaluate(VOICE_CHECK, [0.0, 10, 1]) == ["silent"]
+        assert not errors, errors

@@ -343,6 +343,7 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fas
             return await _open_call(offer)
         finally:
             reserved -= 1
+            node.changed()  # a refused offer frees its slot: say so before the heartbeat
 
     async def _open_call(offer: Offer) -> Answer:
         rtc_holder: dict[str, RtcSession] = {}

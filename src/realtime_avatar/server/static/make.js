@@ -496,4 +496,5 @@
   }
 
   document.addEventListener("avatars-changed", (ev) => renderList(ev.detail || []));
+  window.avatarVoiceCheck = { analyse, voiceWarnings };  // for diagnostics and the browser tests
 })();
