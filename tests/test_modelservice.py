@@ -610,11 +610,14 @@ def test_a_service_down_from_the_start_falls_back_at_once(
 ) -> None:
     from realtime_avatar.modelservice.client import RemoteSynthesizer
     from realtime_avatar.render.registry import create_renderer
+    from realtime_avatar.tts.registry import get_synthesizer
 
     url = f"ws://127.0.0.1:{_free_port()}"
     with caplog.at_level(logging.WARNING, "realtime_avatar.modelservice.client"):
         renderer: Any = create_renderer("mesh2d", default_avatar.face, _remote(url))
-        synth = RemoteSynthesizer("piper", _remote(url))
+        # Through the registry (its lock is held while the handle is built and falls back).
+        synth: Any = get_synthesizer("en", _remote(url))
+    assert isinstance(synth, RemoteSynthesizer)
     assert not renderer.remote and renderer.name == "mesh2d"
     assert not synth.remote and synth.name == "piper" and "en" in synth.languages()
     messages = " ".join(r.getMessage() for r in caplog.records)

@@ -66,6 +66,10 @@ class ModelServiceUnavailable(p.ModelServiceError):
 
     status_code = 503
 
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(down_message(url, reason, "Running here"))
+        self.reason = reason
+
 
 class ModelServiceRefused(p.ModelServiceError):
     """The service answered but refused (token, protocol version, a model it lacks)."""
@@ -180,12 +184,10 @@ class Connection:
                     f"the model service at {url} refused this runtime: {p.AUTH_MESSAGE}; set "
                     "AVATAR_MODEL_SERVICE_TOKEN (or AVATAR_TOKEN) to the service's AVATAR_TOKEN"
                 ) from None
-            raise ModelServiceUnavailable(
-                down_message(url, f"HTTP {status} {body[:80]}".strip(), "Running here")
-            ) from None
+            raise ModelServiceUnavailable(url, f"HTTP {status} {body[:80]}".strip()) from None
         except (OSError, TimeoutError, WebSocketException) as exc:
             reason = str(exc) or exc.__class__.__name__
-            raise ModelServiceUnavailable(down_message(url, reason, "Running here")) from None
+            raise ModelServiceUnavailable(url, reason) from None
         try:
             ws.send(p.encode_text(p.hello(role)))
             cls._expect(ws, url, "welcome", timeout)
@@ -203,13 +205,9 @@ class Connection:
         try:
             data = ws.recv(timeout=timeout)
         except TimeoutError:
-            raise ModelServiceUnavailable(
-                down_message(url, f"no {kind} within {timeout:g} s", "Running here")
-            ) from None
+            raise ModelServiceUnavailable(url, f"no {kind} within {timeout:g} s") from None
         except ConnectionClosed as exc:
-            raise ModelServiceUnavailable(
-                down_message(url, f"closed during the handshake: {exc}", "Running here")
-            ) from None
+            raise ModelServiceUnavailable(url, f"closed during the handshake: {exc}") from None
         message = p.decode_text(data) if isinstance(data, str) else p.decode_binary(data)[0]
         if message["type"] == "error":
             raise ModelServiceRefused(f"the model service at {url} refused: {message.get('error')}")
@@ -424,7 +422,7 @@ class RemoteRenderer:
         try:
             self._use(self._connect())
         except ModelServiceUnavailable as exc:
-            self._go_local(str(exc.message).split(". ")[0], first=True)
+            self._go_local(exc.reason, first=True)
         # A session dropped without close() still hangs up (its threads do not pin it).
         weakref.finalize(self, self._links.close)
 
@@ -717,7 +715,7 @@ class RemoteSynthesizer:
         try:
             self._use(self._connect())
         except ModelServiceUnavailable as exc:
-            self._go_local(str(exc.message).split(". ")[0])
+            self._go_local(exc.reason)
 
     # -- the seam --
 
@@ -846,17 +844,29 @@ class RemoteSynthesizer:
             answers.put(p.decode_speech(header, payload))
 
     def _local_synth(self) -> Synthesizer:
-        if self._local is None:
-            from ..tts.registry import synthesizer_named
+        """The local synthesizer of the same name (espeak if there is none here), built
+        from its factory: this may run inside the registry's lock (while the registry is
+        building this handle), so it must not go back through the registry."""
+        with self._lock:
+            if self._local is not None:
+                return self._local
+        from ..tts.registry import SYNTHESIZERS
 
-            local = local_settings(self.settings)
+        local = local_settings(self.settings)
+        factory = SYNTHESIZERS.get(self.requested)
+        synth: Synthesizer | None = None
+        if factory is not None:
             try:
-                self._local = synthesizer_named(self.requested, local, self.reference)
+                synth = factory(local, self.reference)
             except AvatarError as exc:
                 log.info("synthesizer %s cannot run here (%s); espeak instead",
                          self.requested, exc.message)
-                self._local = synthesizer_named("espeak", local, self.reference)
-        return self._local
+        if synth is None:
+            synth = SYNTHESIZERS["espeak"](local, self.reference)
+        with self._lock:
+            if self._local is None:
+                self._local = synth
+            return self._local
 
     def _lost(self, conn: Connection, reason: str) -> None:
         with self._lock:
