@@ -7,7 +7,7 @@ limit, since random weights never choose to stop), ``model.pth`` (``{"config": X
 HiFi-GAN's weight norm as ``weight_g``/``weight_v``, as torch wrote it in 2023),
 ``vocab.json`` (a BPE tokenizer with XTTS's control and language tokens) and
 ``speakers_xtts.pth`` (name to latents and speaker embedding). All of it is made with
-coqui-tts's own classes and loaded through the synthesizer's real loading path; the
+coqui-tts's own classes (``tts/xtts_random.py``, which the benchmark uses too) and loaded through the synthesizer's real loading path; the
 HiFi-GAN decoder and speaker encoder are full size (their size is not configurable).
 What it says is noise; loading, conditioning, caching, streaming, languages and the
 error paths are real.
@@ -29,135 +29,20 @@ from realtime_avatar.errors import ConfigurationError, UnsupportedLanguageError
 from realtime_avatar.settings import Settings
 from realtime_avatar.tts import registry
 from realtime_avatar.tts.base import ReferenceVoice
+from realtime_avatar.tts.xtts_random import REDUCED_MAX_AUDIO_TOKENS
 
 HAVE_COQUI = importlib.util.find_spec("TTS") is not None
 needs_coqui = pytest.mark.skipif(
     not HAVE_COQUI, reason="coqui-tts is not installed (the xtts extra: pip install -e '.[xtts]')"
 )
 
-MAX_AUDIO_TOKENS = 28  # the reduced config's limit: 2 + 24 generated tokens, about 1.1 s
 CHUNK_TOKENS = 10  # streamed pieces of 10 tokens: several pieces per sentence
-
-
-def _published_args(reduced: bool) -> dict:
-    """XTTS-v2's published model_args (config.json), with a reduced GPT when asked."""
-    args = {
-        "gpt_batch_size": 1,
-        "enable_redaction": False,
-        "kv_cache": True,
-        "gpt_checkpoint": None,
-        "clvp_checkpoint": None,
-        "decoder_checkpoint": None,
-        "num_chars": 255,
-        "tokenizer_file": "",
-        "gpt_max_audio_tokens": 605,
-        "gpt_max_text_tokens": 402,
-        "gpt_max_prompt_tokens": 70,
-        "gpt_layers": 30,
-        "gpt_n_model_channels": 1024,
-        "gpt_n_heads": 16,
-        "gpt_number_text_tokens": 6681,
-        "gpt_start_text_token": None,
-        "gpt_stop_text_token": None,
-        "gpt_num_audio_tokens": 1026,
-        "gpt_start_audio_token": 1024,
-        "gpt_stop_audio_token": 1025,
-        "gpt_code_stride_len": 1024,
-        "gpt_use_masking_gt_prompt_approach": True,
-        "gpt_use_perceiver_resampler": True,
-        "input_sample_rate": 22050,
-        "output_sample_rate": 24000,
-        "output_hop_length": 256,
-        "decoder_input_dim": 1024,
-        "d_vector_dim": 512,
-        "cond_d_vector_in_each_upsampling_layer": True,
-        "duration_const": 102400,
-    }
-    if reduced:
-        args |= {
-            "gpt_layers": 2,
-            "gpt_n_model_channels": 256,
-            "gpt_n_heads": 4,
-            "decoder_input_dim": 256,
-            "gpt_max_audio_tokens": MAX_AUDIO_TOKENS,
-        }
-    return args
-
-
-def _write_vocab(path: Path) -> None:
-    """A BPE tokenizer like XTTS's vocab.json: control tokens first, language tokens, letters."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    specials = ["[STOP]", "[UNK]", "[SPACE]", "[en]", "[es]", "[zh-cn]"]
-    tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    letters = list("abcdefghijklmnopqrstuvwxyzáéíóúñü0123456789.,;:!?¡¿'\"-")
-    trainer = trainers.BpeTrainer(vocab_size=200, special_tokens=specials, initial_alphabet=letters)
-    tokenizer.train_from_iterator(
-        ["hello there this is a test", "hola que tal esto es una prueba", "ni3 hao3 shi4 jie4"],
-        trainer,
-    )
-    tokenizer.add_special_tokens(["[START]"])
-    tokenizer.save(str(path))
-
-
-def write_model_dir(folder: Path, reduced: bool = True) -> Path:
-    """An XTTS-v2 folder with random weights in the published layout (see the module doc)."""
-    import torch
-    from TTS.tts.configs.xtts_config import XttsConfig
-    from TTS.tts.models.xtts import Xtts, _legacy_safe_globals
-
-    folder.mkdir(parents=True, exist_ok=True)
-    _write_vocab(folder / "vocab.json")
-    config = XttsConfig()
-    config.from_dict(
-        {
-            "model": "xtts",
-            "model_args": _published_args(reduced),
-            "languages": ["en", "es", "fr", "de", "it", "pt", "pl", "tr", "ru", "nl", "cs",
-                          "ar", "zh-cn", "hu", "ko", "ja", "hi"],
-            "temperature": 0.75,
-            "length_penalty": 1.0,
-            "repetition_penalty": 5.0,
-            "top_k": 50,
-            "top_p": 0.85,
-            "gpt_cond_len": 30,
-            "gpt_cond_chunk_len": 4,
-            "max_ref_len": 30,
-            "sound_norm_refs": False,
-            "audio": {"sample_rate": 22050, "output_sample_rate": 24000},
-        }
-    )
-    torch.manual_seed(0)
-    model = Xtts(config)
-    from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer
-
-    model.tokenizer = VoiceBpeTokenizer(vocab_file=str(folder / "vocab.json"))
-    model.init_models()
-    config.model_args.gpt_number_text_tokens = model.args.gpt_number_text_tokens
-    config.save_json(str(folder / "config.json"))
-    weights = {}
-    for key, value in model.state_dict().items():
-        key = key.replace(".parametrizations.weight.original0", ".weight_g")
-        key = key.replace(".parametrizations.weight.original1", ".weight_v")
-        weights[key] = value.clone()
-    with _legacy_safe_globals():  # the config pickled under its 2023 module, as published
-        torch.save({"config": config, "model": weights}, folder / "model.pth")
-    dim = config.model_args.gpt_n_model_channels
-    torch.save(
-        {
-            "Claribel Dervla": {
-                "gpt_cond_latent": torch.randn(1, 32, dim),
-                "speaker_embedding": torch.randn(1, 512, 1),
-            }
-        },
-        folder / "speakers_xtts.pth",
-    )
-    return folder
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from realtime_avatar.tts.xtts_random import write_model_dir
+
     return write_model_dir(tmp_path_factory.mktemp("xtts") / "XTTS-v2")
 
 
@@ -230,7 +115,7 @@ def test_streams_in_the_avatars_voice_from_the_published_layout(
         assert piece.phonemes == [] and piece.words == []
     total_s = sum(len(p.pcm) for p in pieces) / SAMPLE_RATE_HZ
     # Each generated token is 1024 samples at 22.05 kHz; the limit bounds the sentence.
-    assert 0.2 < total_s <= MAX_AUDIO_TOKENS * 1024 / 22_050 + 0.1
+    assert 0.2 < total_s <= REDUCED_MAX_AUDIO_TOKENS * 1024 / 22_050 + 0.1
 
     # The latents were computed once and saved in the avatar's folder, for this model.
     cached = list(sample.parent.glob(f"{LATENTS_PREFIX}*.pt"))
@@ -381,3 +266,26 @@ def test_a_checkpoint_of_another_size_names_the_key(model_dir: Path, tmp_path: P
     torch.save({"model": {"xtts." + k: v for k, v in weights.items()}}, folder / "model.pth")
     with pytest.raises(ConfigurationError, match="key 'gpt.final_norm.weight' is missing"):
         load_xtts(folder)
+
+
+@pytest.mark.slow
+@needs_coqui
+def test_avatar_say_speaks_with_xtts(model_dir: Path, fresh_data_dir: Path, tmp_path: Path) -> None:
+    from realtime_avatar.constants import FPS
+    from realtime_avatar.engine.script import render_script
+    from realtime_avatar.tts.xtts import LATENTS_PREFIX
+
+    from .helpers import ffprobe
+
+    settings = Settings(
+        data_dir=fresh_data_dir, tts_english="xtts", xtts_model_dir=model_dir, voice_fit="off"
+    )
+    out = tmp_path / "hello.mp4"
+    result = render_script("Hello there.", out, language="en", settings=settings)
+    assert result.languages == ("en",)
+    streams = {s["codec_type"]: s for s in ffprobe(out)["streams"]}
+    video_s = float(streams["video"]["duration"])
+    audio_s = float(streams["audio"]["duration"])
+    assert abs(video_s - audio_s) <= 1.0 / FPS and audio_s > 0.2
+    # The default avatar's voice was cloned: its latents now sit in its folder.
+    assert list(fresh_data_dir.rglob(f"{LATENTS_PREFIX}*.pt"))

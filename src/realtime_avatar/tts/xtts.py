@@ -171,8 +171,9 @@ def read_config(path: Path) -> Any:
     from TTS.tts.configs.xtts_config import XttsConfig
 
     config = XttsConfig()
-    try:
-        config.from_dict(raw)
+    try:  # what coqui's load_json does, on the JSON read (and checked) above
+        config.deserialize(raw)
+        config.check_values()
     except Exception as exc:  # coqpit's type checks: a field of the wrong kind
         raise ConfigurationError(
             f"{path} does not fit XTTS's settings ({_first_line(exc)}); "
