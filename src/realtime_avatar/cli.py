@@ -402,6 +402,7 @@ def model_service(
 ) -> None:
     """Serve the configured renderers and synthesizers to runtimes (AVATAR_MODEL_SERVICE_URL)."""
     from .modelservice.protocol import PROTOCOL_VERSION, is_loopback
+    from .modelservice.server import check_port
     from .modelservice.server import serve as serve_models
     from .settings import get_settings
 
@@ -412,6 +413,7 @@ def model_service(
             f"binding the model service to {bind} exposes it to the network; "
             "set AVATAR_TOKEN to a secret first (and the same on the runtime)"
         )
+    check_port(bind, port)
     console.print(
         f"[green]model service[/] on ws://{bind}:{port}/ws (protocol {PROTOCOL_VERSION}); "
         f"runtimes: AVATAR_MODEL_SERVICE_URL=ws://{bind}:{port}; Ctrl-C to stop",

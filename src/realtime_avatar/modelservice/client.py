@@ -56,6 +56,7 @@ from .protocol import is_loopback
 log = logging.getLogger(__name__)
 
 STAGES = ("render", "tts")
+OPEN_TIMEOUT_S = 120.0  # at least this long for a renderer or synthesizer to load there
 IDLE_WAIT_S = 0.2  # no idle frame from the service by then: the last one is shown again
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.5, 30.0
 SILENCE = np.zeros(SAMPLES_PER_FRAME, np.int16)
@@ -192,7 +193,8 @@ class Connection:
             ws.send(p.encode_text(p.hello(role)))
             cls._expect(ws, url, "welcome", timeout)
             ws.send(opening)
-            ready = cls._expect(ws, url, ready_type, timeout)
+            # The service may load a model before it is ready: give that longer.
+            ready = cls._expect(ws, url, ready_type, max(timeout, OPEN_TIMEOUT_S))
         except BaseException:
             ws.close()
             raise

@@ -401,6 +401,22 @@ class SynthSession:
             pass
 
 
+def check_port(host: str, port: int) -> None:
+    """Refuse, in one line, a port something else already listens on."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot listen on {host}:{port} ({exc.strerror or exc}); stop what runs "
+                "there or pick another --port"
+            ) from None
+
+
 def serve(settings: Settings, host: str, port: int) -> None:
     """Run the model service until stopped (uvicorn, one process)."""
     import uvicorn
