@@ -297,9 +297,13 @@ def test_two_nodes_one_session_each_and_a_drain(
     """Two nodes of one session each: two clients knocking on the same node both get a
     session; SIGTERM on a node with a running session: it takes no new ones (passes them
     on), the session goes on, is closed at the bound, and the node leaves Redis."""
+    import redis
+
     from realtime_avatar.evaluate.rtc_client import AvatarCall
 
-    drain_s = 6.0
+    # Long enough for what happens during the drain, however slow the machine (an offer
+    # passed on took 11 s at a load of 12 on two cores).
+    drain_s = 30.0
     common = {
         "AVATAR_REDIS_URL": redis_url,
         "AVATAR_MAX_SESSIONS": "1",
@@ -310,6 +314,7 @@ def test_two_nodes_one_session_each_and_a_drain(
         "AVATAR_PEER_SILENT_TIMEOUT_S": "60",
     }
     envs = [dict(common, AVATAR_NODE_ID="node-a"), dict(common, AVATAR_NODE_ID="node-b")]
+    store = redis.Redis.from_url(redis_url, decode_responses=True)
     with _serve_nodes(data_dir, tmp_path / "logs", envs) as (a, b):
         _wait_for(lambda: set(_cluster_nodes(a.base)) == {"node-a", "node-b"}, 30, "both nodes")
 
@@ -317,7 +322,27 @@ def test_two_nodes_one_session_each_and_a_drain(
             first = AvatarCall(a.base, [], measure_mouth=False)
             second = AvatarCall(a.base, [], measure_mouth=False)
             await first.start()
-            await second.start()  # node-a is full: its offer went to node-b
+            # node-a is full now. An offer node-b refuses itself comes back with its words.
+            sdp = await _offer_sdp()
+            async with httpx.AsyncClient(timeout=60) as http:
+                offer = {"sdp": sdp, "type": "offer"}
+                refused = await http.post(
+                    f"{a.base}/api/v1/rtc/offer", json={**offer, "avatar": "nobody-here"}
+                )
+                assert refused.status_code == 404 and "nobody-here" in refused.json()["error"]
+                # A forged peer header is a client's: never passed on, so node-a is busy.
+                forged = await http.post(
+                    f"{a.base}/api/v1/rtc/offer",
+                    json=offer,
+                    headers={"X-Avatar-Forwarded-By": "node-x", "X-Avatar-Peer": "guess"},
+                )
+                assert forged.status_code == 503 and "busy" in forged.json()["error"]
+            # A node in Redis that does not answer (and claims the most room) is skipped.
+            ghost = NodeLoad("ghost", f"http://127.0.0.1:{free_port()}", 0, 50)
+            store.set(NODE_KEY_PREFIX + "ghost", ghost.to_json(), ex=60)
+            store.sadd(NODES_KEY, "ghost")
+            await second.start()  # node-a is full: its offer went to node-b, past the ghost
+            store.delete(NODE_KEY_PREFIX + "ghost")
             assert first.record.node == a.base and second.record.node == b.base
             for call in (first, second):  # media flows on both, whichever node holds it
                 await _frames(call, 10, 30)
@@ -327,12 +352,18 @@ def test_two_nodes_one_session_each_and_a_drain(
                 await third.start()
             assert _health(a.base)["sessions"] == 1 and _health(b.base)["sessions"] == 1
             metrics = httpx.get(f"{a.base}/metrics", timeout=5).text
-            assert 'avatar_offers_forwarded_total{outcome="answered"} 1.0' in metrics
+            for outcome in ("answered", "refused", "unreachable"):
+                assert f'avatar_offers_forwarded_total{{outcome="{outcome}"}} 1.0' in metrics
             assert 'avatar_node_info{node="node-a"' in metrics
 
             # node-a frees its slot; then node-b, holding `second`, is told to stop.
             await first.close()
-            _wait_for(lambda: _cluster_nodes(a.base)["node-a"]["sessions"] == 0, 30, "a freed")
+            await asyncio.to_thread(
+                _wait_for,
+                lambda: _cluster_nodes(a.base)["node-a"]["sessions"] == 0,
+                30,
+                "node-a's slot free again",
+            )
             b.proc.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
             await asyncio.to_thread(
@@ -343,12 +374,12 @@ def test_two_nodes_one_session_each_and_a_drain(
             )
             drained = httpx.get(f"{b.base}/health", timeout=5)
             assert drained.status_code == 503 and drained.json()["status"] == "draining"
-            # An offer knocking on the draining node lands on node-a.
+            # The running session goes on while the node drains ...
+            assert await second.ping() < 10
+            # ... and an offer knocking on the draining node lands on node-a.
             fourth = AvatarCall(b.base, [], measure_mouth=False)
             await fourth.start()
             assert fourth.record.node == a.base
-            # The running session goes on while the node drains ...
-            assert await second.ping() < 10
             await fourth.close()
             # ... until the bound: then node-b closes it, leaves Redis and exits.
             await asyncio.to_thread(b.proc.wait, drain_s + 60)
@@ -360,6 +391,20 @@ def test_two_nodes_one_session_each_and_a_drain(
 
         asyncio.run(scenario())
         assert set(_cluster_nodes(a.base)) == {"node-a"}
+    store.close()
+
+
+async def _offer_sdp() -> str:
+    """A WebRTC offer with the microphone's audio, for offers sent by hand."""
+    from aiortc import RTCPeerConnection
+
+    pc = RTCPeerConnection()
+    pc.addTransceiver("audio", direction="sendrecv")
+    pc.addTransceiver("video", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = str(pc.localDescription.sdp)
+    await pc.close()
+    return sdp
 
 
 async def _frames(call, count: int, timeout_s: float) -> None:  # type: ignore[no-untyped-def]
