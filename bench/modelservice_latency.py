@@ -86,7 +86,10 @@ def unpaced(renderer: Renderer, speech: Speech) -> dict[str, float]:
             if first is None:
                 first = time.perf_counter() - started
     total = time.perf_counter() - started
-    assert first is not None and count
+    from realtime_avatar.modelservice.client import frames_of
+
+    # Every frame of this speech and no other: the figures are of the real reply.
+    assert first is not None and count == frames_of(speech), (count, frames_of(speech))
     per_frame = (total - first) * 1e3 / max(count - 1, 1)
     return {"first_frame_ms": first * 1e3, "per_frame_ms": per_frame}
 

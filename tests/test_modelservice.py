@@ -729,3 +729,14 @@ def test_wav2lip_on_the_service_draws_what_it_draws_in_process(
     finally:
         svc.stop()
 
+
+
+def test_a_port_in_use_is_refused_in_one_line() -> None:
+    from realtime_avatar.modelservice.server import check_port
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigurationError, match=f"cannot listen on 127.0.0.1:{port}"):
+            check_port("127.0.0.1", port)
