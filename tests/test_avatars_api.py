@@ -199,6 +199,40 @@ def test_progress_stream_ends_with_the_error_and_its_field(client: TestClient) -
     assert lines[-1]["status"] == 400 and "silent" in lines[-1]["error"]
 
 
+def test_the_voice_fits_candidates_move_the_progress_within_its_step(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fit (AVATAR_VOICE_FIT, minutes of work) reports its candidates; a stand-in
+    registration here, as the real fit is slow-tier (tests/test_voice_fit.py)."""
+    from realtime_avatar.errors import InvalidAudioError
+
+    def registering(*_args: Any, progress: Any, fit_progress: Any, **_kw: Any) -> None:
+        progress("computing the voice profile")
+        progress("fitting the voice")
+        for done in range(1, 3):
+            fit_progress(done, 4, f"candidate {done}")
+        raise InvalidAudioError("the voice sample is silent")
+
+    monkeypatch.setattr(avatars_api, "register", registering)
+    res = _post(
+        client,
+        headers={"Accept": avatars_api.NDJSON},
+        name="ann",
+        image=GOOD_IMAGE,
+        voice=GOOD_VOICE,
+    )
+    lines = [json.loads(line) for line in res.text.splitlines()]
+    fit = avatars_api.STEPS.index("fitting the voice")
+    assert [(line.get("done"), line.get("detail")) for line in lines[:-1]] == [
+        (fit - 1, None),
+        (fit, None),
+        (fit + 0.25, "candidate 1"),
+        (fit + 0.5, "candidate 2"),
+    ]
+    assert all(line["total"] == len(avatars_api.STEPS) for line in lines[:-1])
+    assert lines[-1]["field"] == "voice"
+
+
 def test_checks_before_the_stream_are_plain_4xx(client: TestClient) -> None:
     res = _post(
         client, headers={"Accept": "application/x-ndjson"}, name="Bad Name!", image=GOOD_IMAGE

@@ -4,7 +4,9 @@
 ``persona`` as text or a file) and runs ``avatars.registry.register``, the very code behind
 ``avatar register``. A plain POST answers ``201`` with the avatar; a client that sends
 ``Accept: application/x-ndjson`` gets one JSON line per step while the avatar is made,
-then a last line with the outcome. Errors name the form field they are about:
+then a last line with the outcome (``fitting the voice``, the long step when
+``AVATAR_VOICE_FIT`` is on, also reports its candidates: fractional ``done`` and a
+``detail``). Errors name the form field they are about:
 ``{"error": "...", "field": "image"}``.
 
 Uploads are copied, bounded, into a hidden staging folder inside the avatars folder (the
@@ -63,6 +65,7 @@ STEPS = (
     "checking the voice sample",
     "finding the face",
     "computing the voice profile",
+    "fitting the voice",  # only when AVATAR_VOICE_FIT is not off
     "saving",
 )
 _FIELD_OF: tuple[tuple[type[AvatarError], str], ...] = (
@@ -366,7 +369,11 @@ def avatars_router(
             _done(staged)
         return JSONResponse(avatar_summary(avatar), status_code=201)
 
-    def _register(staged: _Request, progress: Callable[[str], None] | None) -> Avatar:
+    def _register(
+        staged: _Request,
+        progress: Callable[[str], None] | None,
+        fit_progress: Callable[[int, int, str], None] | None = None,
+    ) -> Avatar:
         return register(
             staged.name,
             staged.image,
@@ -374,6 +381,7 @@ def avatars_router(
             staged.persona,
             settings=settings,
             progress=progress,
+            fit_progress=fit_progress,
         )
 
     def _done(staged: _Request) -> None:
@@ -401,6 +409,20 @@ def avatars_router(
                 {"type": "progress", "step": step, "done": index, "total": len(STEPS)},
             )
 
+        def fit_progress(done: int, total: int, what: str) -> None:
+            # The voice fit is the long step: its candidates move the bar within the step.
+            index = STEPS.index("fitting the voice") + min(done / max(total, 1), 1.0)
+            loop.call_soon_threadsafe(
+                lines.put_nowait,
+                {
+                    "type": "progress",
+                    "step": "fitting the voice",
+                    "done": round(index, 3),
+                    "total": len(STEPS),
+                    "detail": what,
+                },
+            )
+
         try:
             if making.lock.locked():
                 yield line(
@@ -412,7 +434,9 @@ def avatars_router(
                     }
                 )
             async with making.lock:
-                work = asyncio.ensure_future(asyncio.to_thread(_register, staged, progress))
+                work = asyncio.ensure_future(
+                    asyncio.to_thread(_register, staged, progress, fit_progress)
+                )
                 work.add_done_callback(lambda _f: _done(staged))
                 while not work.done():
                     getter = asyncio.ensure_future(lines.get())

@@ -332,7 +332,8 @@
     try { msg = JSON.parse(line); } catch { return; }
     if (msg.type === "progress") {
       const label = msg.step.charAt(0).toUpperCase() + msg.step.slice(1);
-      setProgress(UPLOAD_SHARE + (1 - UPLOAD_SHARE) * (msg.done / msg.total), `${label}…`);
+      const detail = msg.detail ? ` (${msg.detail})` : "";
+      setProgress(UPLOAD_SHARE + (1 - UPLOAD_SHARE) * (msg.done / msg.total), `${label}…${detail}`);
     } else if (msg.type === "error") {
       fail(msg.field, msg.error);
     } else if (msg.type === "done") {
