@@ -10,7 +10,7 @@ Two parts, each figure with its own command line in the JSON:
   it receives while the avatar answers, and scores it against the frames as drawn. One
   variant per codec/bitrate setting, and ``--sessions 2`` runs two calls at once.
 
-Run: .venv/bin/python bench/video_quality.py [--offline-only | --live-only]
+Run: .venv/bin/python bench/video_quality.py [--parts offline,live,chromium]
      [--variants before,after] [--sessions 2] [--json bench/results/video_quality.json]
 """
 
@@ -242,10 +242,16 @@ def chromium(data_dir: Path, work: Path, variants: list[str]) -> dict[str, Any]:
             continue  # the page offers what Chromium has; only the server's side varies
         reference_dir = work / f"reference-chromium-{name}"
         with running_server(
-            data_dir, work / "logs", AVATAR_VIDEO_REFERENCE_DIR=str(reference_dir), **env
+            data_dir,
+            work / "logs",
+            AVATAR_VIDEO_REFERENCE_DIR=str(reference_dir),
+            AVATAR_LOG_LEVEL="INFO",
+            **env,
         ) as server:
             try:
                 report = measure_in_chromium(server.base_url, reference_dir, wav, boxes)
+                time.sleep(1.0)  # the session's closing line
+                report.extra["server_video"] = _server_video_lines(server.log_path)
             except (RuntimeError, ValueError) as exc:  # recorded; the other variants go on
                 print(f"chromium {name}: {exc}", flush=True)
                 results[name] = {"server_env": env, "error": str(exc)}
@@ -261,14 +267,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--offline-only", action="store_true")
-    parser.add_argument("--live-only", action="store_true")
+    parser.add_argument(
+        "--parts", default="offline,live", help="offline, live (aiortc), chromium; comma separated"
+    )
     parser.add_argument("--variants", default="before,after", help=",".join(LIVE_VARIANTS))
     parser.add_argument("--sessions", type=int, default=1, help="calls at once (live)")
-    parser.add_argument("--chromium", action="store_true", help="also Chromium as the client")
+    parser.add_argument(
+        "--chromium", action="store_true", help="add the chromium part (as the 2026-12-02 run)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()} | (
+        {"chromium"} if args.chromium else set()
+    )
     unknown = [v for v in variants if v not in LIVE_VARIANTS]
     if unknown:
         parser.error(f"unknown variant(s) {unknown}; choose from {', '.join(LIVE_VARIANTS)}")
@@ -281,12 +293,12 @@ def main() -> None:
         "speaking; mouth: lips box + 30 px below",
     }
     with tempfile.TemporaryDirectory(prefix="avatar-vq-work-") as work:
-        if not args.live_only:
+        if "offline" in parts:
             out["offline"] = offline(data_dir)
-        if not args.offline_only:
+        if "live" in parts:
             out["live"] = live(data_dir, Path(work), variants, args.sessions)
             out["live_sessions"] = args.sessions
-        if args.chromium:
+        if "chromium" in parts:
             out["chromium"] = chromium(data_dir, Path(work), variants)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -407,8 +407,11 @@ async ([box, seconds, maxFrames]) => {
   const canvas = document.createElement('canvas');
   const ctx = canvas.getContext('2d', {willReadFrequently: true});
   const frames = [];
-  let size = null;
+  let size = null, drawn = 0, firstDrawn = null, lastDrawn = null;
   const onFrame = (now, meta) => {
+    drawn += 1;
+    firstDrawn = firstDrawn === null ? now : firstDrawn;
+    lastDrawn = now;
     if (frames.length < maxFrames) {
       canvas.width = meta.width; canvas.height = meta.height;
       size = [meta.width, meta.height];
@@ -442,7 +445,8 @@ async ([box, seconds, maxFrames]) => {
     }
     return btoa(s);
   };
-  return {answer: answer.sdp, origin, turns, size, decoded, dropped,
+  const pageFps = drawn > 1 ? (drawn - 1) * 1000 / (lastDrawn - firstDrawn) : 0;
+  return {answer: answer.sdp, origin, turns, size, decoded, dropped, pageFps,
           frames: frames.map(([rtp, rgb]) => [rtp, b64(rgb)])};
 }
 """
@@ -516,5 +520,6 @@ def measure_in_chromium(
         frame_size=result["size"],
         frames_decoded=result["decoded"],
         frames_dropped_by_browser=result["dropped"],
+        page_fps=round(float(result["pageFps"]), 2),  # requestVideoFrameCallback's rate
     )
     return report
