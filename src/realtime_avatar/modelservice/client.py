@@ -433,6 +433,8 @@ class RemoteRenderer:
     def push(self, speech: Speech) -> None:
         """Queue speech: sent to the service now (or to the local fallback)."""
         with self._cond:
+            if self._closed:
+                return
             if self._conn is None:
                 assert self._fallback is not None
                 self._fallback.push(speech)
