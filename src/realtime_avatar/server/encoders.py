@@ -2,17 +2,18 @@
 
 aiortc's own encoders run on the event loop's shared thread pool, two hops per 40 ms tick
 and session, and are tuned for cameras: VP8 with temporal denoising (it blurs a moving
-mouth and costs ~0.6 ms a frame) at 500 kbit/s CBR, H.264 following the receiver's
-estimate down to 500 kbit/s. A rendered face has no sensor noise, and every session
-already has a render thread: the pump encodes there, right after drawing, and hands
-aiortc finished packets (its sender packetizes an ``av.Packet`` as it is).
+mouth and costs ~0.6 ms a frame) at 500 kbit/s CBR, H.264 at x264's default preset (35
+ms a frame here) following the receiver's estimate down to 500 kbit/s. A rendered face
+has no sensor noise, and every session already has a render thread: the pump encodes
+there, right after drawing, and hands aiortc finished packets (its sender packetizes an
+``av.Packet`` as it is).
 
 H.264 is preferred when the peer offers it (``AVATAR_VIDEO_CODECS``): every browser
 decodes it (most in hardware), and x264 ``superfast`` costs what VP8 costs here (p50
 2.7 ms a 512x512 frame) at face SSIM 0.994 (bench/video_quality.py, docs/BENCHMARKS.md).
 Both run at a fixed target rate (``AVATAR_VIDEO_BITRATE_KBPS``) with a one-second rate
-buffer: the product runs on loopback or a LAN, where following a receiver's early, low
-bandwidth estimate only makes the first seconds soft.
+buffer, whatever the receiver estimates: that suits loopback and a LAN; a slow link is
+not handled.
 
 A receiver that loses a keyframe asks for one (RTCP PLI/FIR); aiortc forwards that to its
 encoder, which with packets is not used, so ``attach_keyframe_requests`` takes the request.
