@@ -80,6 +80,9 @@ def _coqui() -> Any:
             f"{INSTALL}; torchaudio's compiled extension does not load against this torch "
             f"({_first_line(exc)}); `make deps` removes it on a CPU-only torch"
         ) from None
+    # coqui builds its GPT2 config with GPT-2's text token ids, outside XTTS's audio
+    # vocabulary (never used: it passes its own); transformers warns at every load.
+    logging.getLogger("transformers.configuration_utils").setLevel(logging.ERROR)
     return xtts
 
 
