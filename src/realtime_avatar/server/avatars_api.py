@@ -25,6 +25,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from ..avatars.registry import (
     validate_name,
     writable_avatars_dir,
 )
+from ..engine.conversation import lower_priority
 from ..errors import (
     AvatarError,
     AvatarExistsError,
@@ -295,6 +297,13 @@ def avatars_router(
     removed (the live services drop what they cached of it)."""
     router = APIRouter()
     making = _Making()
+    # Registration is seconds to minutes of CPU: on its own thread at a lower OS priority,
+    # so live calls keep their frames while an avatar is made.
+    pool = ThreadPoolExecutor(1, thread_name_prefix="register", initializer=lower_priority)
+
+    async def off_loop(staged: _Request, *callbacks: Any) -> Avatar:
+        return await asyncio.get_running_loop().run_in_executor(pool, _register, staged, *callbacks)
+
     changed = on_change or (lambda _name: None)
 
     @router.get("/api/v1/avatar-limits")
@@ -362,7 +371,7 @@ def avatars_router(
             return StreamingResponse(_stream(staged), media_type=NDJSON)
         try:
             async with making.lock:
-                avatar = await asyncio.to_thread(_register, staged, None)
+                avatar = await off_loop(staged, None)
         except AvatarError as exc:
             return FieldError(exc, field_of(exc)).response()
         finally:
@@ -434,9 +443,7 @@ def avatars_router(
                     }
                 )
             async with making.lock:
-                work = asyncio.ensure_future(
-                    asyncio.to_thread(_register, staged, progress, fit_progress)
-                )
+                work = asyncio.ensure_future(off_loop(staged, progress, fit_progress))
                 work.add_done_callback(lambda _f: _done(staged))
                 while not work.done():
                     getter = asyncio.ensure_future(lines.get())
