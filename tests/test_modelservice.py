@@ -740,3 +740,30 @@ def test_a_port_in_use_is_refused_in_one_line() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(ConfigurationError, match=f"cannot listen on 127.0.0.1:{port}"):
             check_port("127.0.0.1", port)
+
+
+@pytest.mark.slow
+def test_a_hung_service_times_out_to_the_fallback(
+    data_dir: Path, default_avatar: Any, hello_speech: Speech, caplog: pytest.LogCaptureFixture
+) -> None:
+    from realtime_avatar.render.registry import create_renderer
+
+    svc = Service(_env()).start()
+    assert svc.proc is not None
+    try:
+        settings = Settings(model_service_url=svc.url, model_service_timeout_s=3)
+        renderer: Any = create_renderer("mesh2d", default_avatar.face, settings)
+        for _ in range(3):
+            renderer.next_frame()
+        with caplog.at_level(logging.WARNING, "realtime_avatar.modelservice.client"):
+            svc.proc.send_signal(signal.SIGSTOP)  # alive, connected, and silent
+            frames = _spoken(renderer, hello_speech)
+        assert not renderer.remote
+        assert sum(f.speaking for f in frames) == frames_of(hello_speech)
+        lines = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+        assert len(lines) == 1 and "(no frame for 3 s)" in lines[0]
+        renderer.close()
+    finally:
+        if svc.proc is not None:
+            svc.proc.send_signal(signal.SIGCONT)
+        svc.stop()

@@ -244,6 +244,11 @@ class Connection:
             return
         self._closing = True
         self._outbox.put(None)
+        # The closing handshake waits for the peer (up to 2 s when it hangs): not on the
+        # caller's thread, which may be a live call's render thread.
+        threading.Thread(target=self._close_socket, name="ms-close", daemon=True).start()
+
+    def _close_socket(self) -> None:
         try:
             self.ws.close()
         except Exception:  # noqa: BLE001 - closing a dead socket
