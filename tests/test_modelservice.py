@@ -767,3 +767,44 @@ def test_a_hung_service_times_out_to_the_fallback(
         if svc.proc is not None:
             svc.proc.send_signal(signal.SIGCONT)
         svc.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_conversation_answers_and_is_barged_in_through_the_service(
+    anyio_backend: str, service: Service, default_avatar: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine's own turn machinery (stand-in VAD, ASR, dialogue and TTS) with the face
+    rendered on the service: the answer plays with its audio, a barge-in silences it."""
+    from realtime_avatar.engine.conversation import ECHO_GUARD_S
+    from realtime_avatar.render.registry import create_renderer
+
+    from . import test_engine
+    from .stand_ins import StubSpeech
+
+    monkeypatch.setattr(test_engine, "WAIT_S", 120.0)  # frames cross processes on a busy machine
+    renderer: Any = create_renderer("mesh2d", default_avatar.face, _remote(service.url))
+    h = test_engine.Harness(renderer=renderer)
+    await h.conv.start()
+    try:
+        await h.say("what is your name", pause=False)
+        turn = await h.play_turn()
+        assert not turn.interrupted and renderer.remote
+        expected = sum(frames_of(StubSpeech().speak(text, "en")) for text in h.pushed)
+        assert sum(f.speaking for f in h.frames) == expected  # every frame, with its audio
+        assert all(f.audio.any() for f in h.frames if f.speaking)
+
+        h.responder.reply = lambda text: "This is a long answer. " * 6
+        start = len(h.frames)
+        await h.say("talk to me")
+        await h.until(lambda: any(f.speaking for f in h.frames[start:]), pull=True)
+        h.clock.advance(ECHO_GUARD_S + 0.1)
+        await h.mic("start")  # the user talks over the avatar
+        assert not h.renderer.busy
+        after = [h.conv.next_frame() for _ in range(25)]
+        assert not any(f.speaking or f.audio.any() for f in after)
+        assert h.of(test_engine.InterruptedEvent)
+    finally:
+        await h.conv.close()
+        renderer.close()
