@@ -344,6 +344,44 @@ def test_a_tts_session_streams_chunks_as_they_are_made(service_app: Any) -> None
         assert "over 20000 characters" in error["error"]
 
 
+class CloneSynth(ChunkySynth):
+    """A synthesizer that speaks in the reference voice: its voice id is the sample's hash."""
+
+    name = "clone"
+
+    def __init__(self, reference: Any) -> None:
+        import hashlib
+
+        self.reference = reference
+        self.sample = Path(reference.sample_path).read_bytes()
+        self._voice_id = hashlib.sha256(self.sample).hexdigest()
+
+    @property
+    def capabilities(self) -> SynthCapabilities:
+        return SynthCapabilities(frozenset({"en"}), False, True)
+
+    @property
+    def voice_id(self) -> str:
+        return self._voice_id
+
+
+def test_a_cloning_synthesizer_gets_the_avatars_voice_sample(
+    service_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    monkeypatch.setitem(tts_registry.SYNTHESIZERS, "clone", lambda s, r: CloneSynth(r))
+    sample = b"RIFF" + bytes(range(256)) * 40  # what the runtime read from voice.wav
+    with service_app.websocket_connect(p.WS_PATH, headers=AUTH) as ws:
+        ws.send_text(p.encode_text(p.hello("tts")))
+        assert p.decode_text(ws.receive_text())["type"] == "welcome"
+        ws.send_bytes(p.encode_binary(
+            {"type": "synth_open", "name": "clone", "reference_name": "ava",
+             "reference_suffix": "wav"}, sample))
+        ready = p.decode_text(ws.receive_text())
+        assert ready["reference_voice"] and ready["voice_id"] == hashlib.sha256(sample).hexdigest()
+
+
 def test_the_service_needs_a_token_off_loopback() -> None:
     from realtime_avatar.modelservice.server import create_service_app
 
