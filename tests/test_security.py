@@ -316,6 +316,17 @@ def test_the_token_never_reaches_the_access_log(
             '%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET", f"/?token={TOKEN}&x=1", "1.1", 200
         )
     assert TOKEN not in caplog.text and "token=***&x=1" in caplog.text
+    # A video job's stream link carries a per-job key that opens its video.
+    with caplog.at_level(logging.INFO, logger="uvicorn.access"):
+        access.info(
+            '%s - "%s %s HTTP/%s" %d',
+            "127.0.0.1:5",
+            "GET",
+            "/api/v1/videos/j1/stream?key=s3cr3t",
+            "1.1",
+            200,
+        )
+    assert "s3cr3t" not in caplog.text and "stream?key=***" in caplog.text
 
 
 def test_the_page_keeps_the_token_out_of_urls() -> None:

@@ -87,9 +87,10 @@ class TooManyOffersError(AvatarError):
 
 
 class _RedactTokens(logging.Filter):
-    """Masks ``token=...`` in log records (an old page link may still carry it)."""
+    """Masks ``token=...`` (an old page link may still carry it) and a video stream's
+    ``key=...`` (it opens that job's video to whoever reads the log) in log records."""
 
-    pattern = re.compile(r"(token=)[^&\s\"']+", re.IGNORECASE)
+    pattern = re.compile(r"((?:token|\bkey)=)[^&\s\"']+", re.IGNORECASE)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
