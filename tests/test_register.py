@@ -207,3 +207,34 @@ def test_outdated_voice_profile_is_rebuilt(fresh_data_dir: Path) -> None:
     again = load_avatar("default")
     assert abs(again.voice_profile.median_f0_hz - before) < 0.02 * before  # same voice
     assert load_avatar("default").voice_profile.median_f0_hz == again.voice_profile.median_f0_hz
+
+
+def test_an_earlier_releases_default_persona_is_brought_up_to_date(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No model: the default's folder exists (manifest), only its persona is compared.
+    import hashlib
+    from importlib import resources
+
+    from realtime_avatar.avatars import registry
+    from realtime_avatar.settings import Settings
+
+    settings = Settings(data_dir=tmp_path)
+    folder = registry.avatars_dir(settings) / "default"
+    folder.mkdir(parents=True)
+    (folder / registry.MANIFEST).write_text("{}", encoding="utf-8")
+    old = b"# Ava\nI am the demo avatar of an earlier release.\n"
+    monkeypatch.setattr(
+        registry, "_OLD_DEFAULT_PERSONAS", frozenset({hashlib.sha256(old).hexdigest()})
+    )
+    shipped = (resources.files("realtime_avatar") / "assets/default/persona.md").read_bytes()
+
+    (folder / "persona.md").write_bytes(old)
+    registry.ensure_default_avatar(settings)
+    assert (folder / "persona.md").read_bytes() == shipped
+    assert sorted(p.name for p in folder.iterdir()) == [registry.MANIFEST, "persona.md"]
+
+    edited = b"# Ava\nMy own words about the default avatar.\n"
+    (folder / "persona.md").write_bytes(edited)
+    registry.ensure_default_avatar(settings)
+    assert (folder / "persona.md").read_bytes() == edited  # the user's edit stays

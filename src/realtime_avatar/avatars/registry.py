@@ -542,10 +542,37 @@ def default_portrait() -> np.ndarray:
     return cv2.resize(rgb, None, fx=2.0, fy=2.0, interpolation=cv2.INTER_LANCZOS4)
 
 
+# SHA-256 of persona texts earlier releases shipped for the default avatar: a data directory
+# holding one of them, unedited, gets the current text (answers in es/zh need its facts).
+_OLD_DEFAULT_PERSONAS = frozenset(
+    {"136bad3c40b01cb0bb386fc20376ecd981d2d207575aa43ec790e7aa328a1b6a"}
+)
+
+
+def _refresh_default_persona(folder: Path) -> None:
+    """Replace an earlier release's default persona with the shipped one, atomically; a
+    persona the user edited is theirs and stays."""
+    stored = folder / "persona.md"
+    try:
+        digest = hashlib.sha256(stored.read_bytes()).hexdigest()
+    except OSError:
+        return
+    if digest not in _OLD_DEFAULT_PERSONAS:
+        return
+    shipped = resources.files("realtime_avatar") / "assets" / "default" / "persona.md"
+    fresh = folder / ".persona.md.new"
+    fresh.write_bytes(shipped.read_bytes())
+    os.replace(fresh, stored)
+    log.info("default avatar: persona updated to this release's (en/es/zh facts)")
+
+
 def ensure_default_avatar(settings: Settings | None = None) -> None:
-    """Register the shipped default avatar on first use."""
+    """Register the shipped default avatar on first use (and bring an earlier release's
+    unedited default persona up to date)."""
     settings = settings or get_settings()
-    if (avatars_dir(settings) / DEFAULT_AVATAR / MANIFEST).is_file():
+    folder = avatars_dir(settings) / DEFAULT_AVATAR
+    if (folder / MANIFEST).is_file():
+        _refresh_default_persona(folder)
         return
     assets = resources.files("realtime_avatar") / "assets" / "default"
     with (
