@@ -184,6 +184,17 @@ def test_dsp_measure_ranks_the_same_pitch_and_timbre_first() -> None:
     assert same > 0.8 > other
 
 
+def test_a_sample_without_voiced_halves_cannot_be_fitted(person: np.ndarray) -> None:
+    """Both ways round unprofilable: the error reaches the caller, which keeps the
+    default voice (engine/voice.py fit_sample stores 'not fitted' and why)."""
+    from realtime_avatar.errors import InvalidAudioError
+
+    bases = stand_in_bases({"piper": 110.0})
+    hiss = (0.01 * np.random.default_rng(7).standard_normal(5 * RATE_HZ)).astype(np.float32)
+    with pytest.raises(InvalidAudioError):
+        fit_voice(hiss, RATE_HZ, "full", tools_for(bases), bases=("piper",))
+
+
 def test_cache_round_trip(tmp_path: Path) -> None:
     pcm = np.zeros(100, np.float32)
     key = fit.cache_key(pcm, "fast", "resemblyzer", ["a", "b"])

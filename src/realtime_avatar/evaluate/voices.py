@@ -128,7 +128,8 @@ def score_voice(
         "piper": VoiceRecipe(base="piper"),
         "hibari": VoiceRecipe(base="hibari"),
         "default": None,  # no recipe: AVATAR_TTS_ENGLISH and the matcher's defaults
-        "fitted": VoiceRecipe.from_dict(fit["recipe"]),
+        # Not fitted (too little voiced speech): the avatar keeps the default voice.
+        "fitted": VoiceRecipe.from_dict(fit["recipe"]) if fit["recipe"] else None,
     }
     asr = AsrJudge(settings)
     systems: dict[str, Any] = {}
@@ -176,10 +177,10 @@ def score_voice(
             "mode": mode,
             "recipe": fit["describe"],
             "seconds": round(fit_s, 1),
-            "stopped_early": fit["stopped_early"],
-            "candidates": fit["candidates"],
-            "heldout_similarity_raw": fit["raw"]["similarity"],
-            "heldout_similarity_fitted": fit["fitted"]["similarity"],
+            "stopped_early": fit.get("stopped_early", False),
+            "candidates": fit.get("candidates", 0),
+            "heldout_similarity_raw": (fit.get("raw") or {}).get("similarity"),
+            "heldout_similarity_fitted": (fit.get("fitted") or {}).get("similarity"),
             "note": fit["note"],
             "tried": [
                 {k: c[k] for k in ("recipe", "similarity", "median_f0_hz", "wer", "reason")}

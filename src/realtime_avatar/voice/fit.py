@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..errors import InvalidAudioError
 from .match import MatchOptions, WorldVoiceMatcher
 from .profile import (
     ENVELOPE_GRID_HZ,
@@ -484,16 +485,23 @@ def fit_voice(
     first, second = split_at_pause(pcm, rate_hz)
     halves = [(first, second)] + ([(second, first)] if mode == "full" else [])
     folds = []
-    for fit_part, heldout in halves:
-        folds.append(
-            _Fold(
-                target=compute_profile(fit_part, rate_hz),
-                reference=tools.measure.reference(heldout, rate_hz),
-                # Only its envelope is compared: DIO is enough and several times faster.
-                heldout_profile=compute_profile(heldout, rate_hz, f0_method="dio"),
-                heldout_median_hz=tracker_median_f0(heldout, rate_hz),
+    for index, (fit_part, heldout) in enumerate(halves):
+        try:
+            folds.append(
+                _Fold(
+                    target=compute_profile(fit_part, rate_hz),
+                    reference=tools.measure.reference(heldout, rate_hz),
+                    # Only its envelope is compared: DIO is enough and several times faster.
+                    heldout_profile=compute_profile(heldout, rate_hz, f0_method="dio"),
+                    heldout_median_hz=tracker_median_f0(heldout, rate_hz),
+                )
             )
-        )
+        except InvalidAudioError:
+            # Too little voiced speech in one half to profile: the other way round may
+            # still do (``full``); with no fold at all the caller keeps the default voice.
+            if index == len(halves) - 1 and not folds:
+                raise
+            log.info("voice fit: fold %d skipped, too little voiced speech in a half", index)
     target_hz = float(np.median([f.heldout_median_hz for f in folds]))
 
     voices = {}
