@@ -531,6 +531,9 @@ def test_several_runtimes_share_one_service(
     from realtime_avatar.render.registry import create_renderer
 
     settings = _remote(service.url, model_service_frame_codec="jpeg")
+    deadline = time.monotonic() + 20  # earlier tests' sessions hang up in the background
+    while service.health()["sessions"]["render"] and time.monotonic() < deadline:
+        time.sleep(0.1)
     before = service.health()["sessions"]["render"]
     a: Any = create_renderer("mesh2d", default_avatar.face, settings)
     b: Any = create_renderer("mesh2d", default_avatar.face, settings)
