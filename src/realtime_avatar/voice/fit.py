@@ -53,7 +53,7 @@ from .profile import (
 
 log = logging.getLogger(__name__)
 
-FIT_VERSION = 3
+FIT_VERSION = 4
 FIT_MODES = ("off", "fast", "full")
 TIME_BUDGET_S = {"fast": 15.0, "full": 90.0}
 BASE_VOICES = ("piper", "hibari")  # English synthesizers a recipe may start from
@@ -543,6 +543,20 @@ def fit_voice(
         elif intelligible(default, raw):
             default.accepted, default.reason = True, "kept (default conversion)"
             starts[name] = default
+    # Another base voice is only a start if its pitch is not further from the person's
+    # than the first base's (Piper's) raw pitch: hibari's 187 Hz as it is, for a man at
+    # 100 Hz, won on a held-out half by chance and sounded nothing like him.
+    first_raw = raws[bases[0]]
+    for name, opening in list(starts.items()):
+        if name != bases[0] and _pitch_distance(opening.median_f0_hz, target_hz) > (
+            _pitch_distance(first_raw.median_f0_hz, target_hz) + PITCH_SLACK
+        ):
+            opening.accepted = False
+            opening.reason = (
+                f"pitch {opening.median_f0_hz:.0f} Hz is further from {target_hz:.0f} Hz than "
+                f"{bases[0]}'s {first_raw.median_f0_hz:.0f} Hz"
+            )
+            del starts[name]
     order = sorted(starts, key=lambda n: starts[n].similarity, reverse=True)
 
     # Phase 2: each conversion switched off / on / to half, kept where it helps.
