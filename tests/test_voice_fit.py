@@ -143,6 +143,24 @@ def test_fit_keeps_the_pitch_mapping_and_drops_what_does_not_help(person: np.nda
     assert "intelligibility guard was off" in stored["note"]
 
 
+def test_another_base_voice_at_the_wrong_pitch_is_not_chosen(person: np.ndarray) -> None:
+    """A measure fooled into preferring hibari as it is (far above the person's pitch)
+    does not get its way: the start must be no further in pitch than Piper's raw."""
+    bases = stand_in_bases({"piper": 180.0, "hibari": 300.0})
+
+    class FooledMeasure(PitchMeasure):
+        def similarity(self, reference: float, pcm: np.ndarray, rate_hz: int) -> float:
+            return 0.9 if np.array_equal(pcm, bases["hibari"].speech) else 0.5
+
+    result = fit_voice(
+        person, RATE_HZ, "fast", tools_for(bases, measure=FooledMeasure()),
+        bases=("piper", "hibari"),
+    )
+    assert result.recipe.base == "piper"
+    hibari_raw = next(c for c in result.tried if c.recipe == VoiceRecipe(base="hibari"))
+    assert not hibari_raw.accepted and "further from" in hibari_raw.reason
+
+
 def test_fit_refuses_a_conversion_that_hurts_intelligibility(person: np.ndarray) -> None:
     bases = stand_in_bases({"piper": 110.0})
 
