@@ -53,7 +53,7 @@ from .profile import (
 
 log = logging.getLogger(__name__)
 
-FIT_VERSION = 4
+FIT_VERSION = 5
 FIT_MODES = ("off", "fast", "full")
 TIME_BUDGET_S = {"fast": 15.0, "full": 90.0}
 BASE_VOICES = ("piper", "hibari")  # English synthesizers a recipe may start from
