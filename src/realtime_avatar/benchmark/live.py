@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..constants import ASR_RATE_HZ
-from ..events import StatusEvent, TranscriptEvent, TurnEvent
+from ..events import ErrorEvent, StatusEvent, TranscriptEvent, TurnEvent
 from ..frames import Speech, Transcript
 from .figures import BenchContext, Figure, Target
 
@@ -679,31 +679,76 @@ def fps_figures(ctx: BenchContext) -> list[Figure]:
 
 
 # ------------------------------------------------------------------------------------ soak
+SOAK_SESSIONS = 2  # the default session limit: both talking for the whole soak
+SOAK_FPS_WINDOW_S = 60.0
+
+
+def _window_fps(times: list[float], start: float, stop: float, window_s: float) -> list[float]:
+    """Frames per second received in each whole ``window_s`` window of [start, stop)."""
+    out = []
+    edge = start
+    while edge + window_s <= stop:
+        out.append(sum(edge <= t < edge + window_s for t in times) / window_s)
+        edge += window_s
+    return out
+
+
 async def _soak(base: str, seconds: float, pid: int, ctx: BenchContext) -> dict:
     from ..evaluate.rtc_client import AvatarCall
 
-    call: Any = AvatarCall(base, [], measure_mouth=False)
-    await call.start()
+    calls = [AvatarCall(base, [], measure_mouth=False) for _ in range(SOAK_SESSIONS)]
+    for call in calls:
+        await call.start()
     sampler = _Sampler(pid, every_s=5.0)
     sampler.start()
+    lag0 = await _loop_lag_buckets(base)
     began = time.monotonic()
-    turn = 0
-    try:
+    asked = [0] * len(calls)
+
+    async def talk(index: int, call: Any) -> None:
+        await asyncio.sleep(1.0 + 4.0 * index)  # staggered: answers overlap, questions not
+        while time.monotonic() - began < seconds - 4:
+            question = QUESTIONS[(asked[index] * len(calls) + index) % len(QUESTIONS)]
+            call.mic.say_now(_speech(question), lead_s=0.05)
+            asked[index] += 1
+            await asyncio.sleep(8.0)
+
+    async def progress() -> None:
         while (elapsed := time.monotonic() - began) < seconds:
             ctx.progress("soak", int(elapsed), int(seconds))
-            call.mic.say_now(_speech(QUESTIONS[turn % len(QUESTIONS)]), lead_s=0.05)
-            turn += 1
-            await asyncio.sleep(min(8.0, max(seconds - elapsed, 0.1)))
-        fps = call.record.fps(since_s=2.0)
-        turns = len(call.record.of_type(TurnEvent))
+            await asyncio.sleep(5.0)
+
+    try:
+        await asyncio.gather(
+            progress(), *(talk(i, c) for i, c in enumerate(calls)), asyncio.sleep(seconds)
+        )
+        lag1 = await _loop_lag_buckets(base)
+        stop = time.monotonic()
+        # From 10 s in (both calls connected and warm) to the end, per minute and per call.
+        window_fps = [
+            _window_fps([t for t, _ in c.record.video], began + 10, stop, SOAK_FPS_WINDOW_S)
+            for c in calls
+        ]
+        turns = [len(c.record.of_type(TurnEvent)) for c in calls]
+        errors = [len(c.record.of_type(ErrorEvent)) for c in calls]
     finally:
         await sampler.stop()
-        await call.close()
-    return {"rss": sampler.rss_mib, "began": began, "fps": fps, "turns": turns, "asked": turn}
+        for call in calls:
+            await call.close()
+    return {
+        "rss": sampler.rss_mib,
+        "began": began,
+        "window_fps": window_fps,
+        "turns": turns,
+        "asked": asked,
+        "errors": errors,
+        "loop_lag_p99_ms": quantile_from_buckets(lag0, lag1, 0.99) * 1000,
+    }
 
 
 def soak_figures(ctx: BenchContext) -> list[Figure]:
-    """One call for 30 minutes (full) or 2 (quick), a question every 8 s: RSS must stay flat."""
+    """Two talking calls for 30 minutes (full) or 2 (quick), a question every 8 s each: RSS
+    must stay flat, every minute of each call at 25 fps, no error, the loop responsive."""
     seconds = ctx.repeats(120, 1800)
     with _server(ctx) as server:
         data = asyncio.run(_soak(server.base_url, seconds, server.pid, ctx))
@@ -714,11 +759,46 @@ def soak_figures(ctx: BenchContext) -> list[Figure]:
     late = [r for t, r in rss if t - data["began"] >= seconds - window]
     growth = (np.mean(late) / np.mean(early) - 1) * 100 if early and late else float("nan")
     command = LIVE_COMMAND.format(group="soak")
+    every_minute = [f for per_call in data["window_fps"] for f in per_call]
     note = (
-        f"{seconds / 60:.0f} min, {data['asked']} questions, {data['turns']} turns ended, "
-        f"{data['fps']:.2f} fps; RSS every 5 s"
+        f"{seconds / 60:.0f} min, {SOAK_SESSIONS} talking calls, questions asked "
+        f"{data['asked']}, turns ended {data['turns']}, error events {data['errors']}; "
+        "RSS every 5 s"
     )
-    return [
+    fps_note = (
+        f"{SOAK_SESSIONS} calls, fps of each whole {SOAK_FPS_WINDOW_S:.0f} s window from 10 s "
+        f"in; per call min {[round(min(f), 2) if f else None for f in data['window_fps']]}"
+    )
+    figures = [
+        Figure(
+            "soak_fps_per_minute",
+            "delivered fps, each minute of each call",
+            "fps",
+            every_minute or [float("nan")],
+            Target(">=", 24.5, "min"),
+            fps_note,
+            command,
+        ),
+        Figure(
+            "soak_error_events",
+            "error events received by the calls",
+            "count",
+            [float(sum(data["errors"]))],
+            Target("<=", 0.0, "max"),
+            note,
+            command,
+        ),
+        Figure(
+            "soak_loop_lag_p99_ms",
+            "server event-loop lag p99 over the soak (histogram bucket edge)",
+            "ms",
+            [float(data["loop_lag_p99_ms"])],
+            None,
+            note,
+            command,
+        ),
+    ]
+    return figures + [
         Figure(
             "soak_rss_growth_percent",
             "RSS growth over the session (after warm-up)",
