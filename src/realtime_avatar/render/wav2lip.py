@@ -31,6 +31,7 @@ import numpy as np
 from scipy.signal import get_window, lfilter
 
 from ..constants import ASR_RATE_HZ, FPS, OUTPUT_RATE_HZ, SAMPLES_PER_FRAME
+from ..devices import check_torch_device
 from ..errors import ConfigurationError
 from ..face.landmarks import BROW_A, BROW_B
 from ..frames import AVFrame, Speech
@@ -237,24 +238,7 @@ def paste_back(
 
 def check_device(device: str) -> str:
     """``cpu``, ``cuda`` or ``cuda:N``, and a GPU that torch can see when asked for one."""
-    import torch
-
-    name = device.strip().lower()
-    if name == "cpu":
-        return name
-    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise ConfigurationError(
-                f"AVATAR_RENDERER_DEVICE={device} but this machine has no CUDA GPU that "
-                "torch can use (or torch is the CPU build); set AVATAR_RENDERER_DEVICE=cpu"
-            )
-        if ":" in name and int(name[5:]) >= torch.cuda.device_count():
-            raise ConfigurationError(
-                f"AVATAR_RENDERER_DEVICE={device} but only {torch.cuda.device_count()} "
-                "CUDA device(s) are visible; use cuda:0"
-            )
-        return name
-    raise ConfigurationError(f"AVATAR_RENDERER_DEVICE={device!r} is not cpu, cuda or cuda:N")
+    return check_torch_device(device, "AVATAR_RENDERER_DEVICE")
 
 
 def _shape(shape: Any) -> str:

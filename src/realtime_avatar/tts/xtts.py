@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..devices import check_torch_device
 from ..errors import ConfigurationError, InvalidTextError, UnsupportedLanguageError
 from ..frames import Speech
 from ..text.chunker import normalize_for_speech
@@ -135,24 +136,7 @@ def model_files(model_dir: Path | None) -> dict[str, Path]:
 
 def check_device(device: str) -> str:
     """``cpu``, ``cuda`` or ``cuda:N``, and a GPU torch can see when one is asked for."""
-    import torch
-
-    name = device.strip().lower()
-    if name == "cpu":
-        return name
-    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise ConfigurationError(
-                f"AVATAR_XTTS_DEVICE={device} but this machine has no CUDA GPU that torch "
-                "can use (or torch is the CPU build); set AVATAR_XTTS_DEVICE=cpu"
-            )
-        if ":" in name and int(name[5:]) >= torch.cuda.device_count():
-            raise ConfigurationError(
-                f"AVATAR_XTTS_DEVICE={device} but only {torch.cuda.device_count()} CUDA "
-                "device(s) are visible; use cuda:0"
-            )
-        return name
-    raise ConfigurationError(f"AVATAR_XTTS_DEVICE={device!r} is not cpu, cuda or cuda:N")
+    return check_torch_device(device, "AVATAR_XTTS_DEVICE")
 
 
 def read_config(path: Path) -> Any:
