@@ -35,20 +35,20 @@ from realtime_avatar.render.wav2lip import Wav2LipRenderer
 from realtime_avatar.render.wav2lip_net import Wav2Lip, random_weights
 
 
-def _face() -> FaceImage:
+def _face(seed: int = 0) -> FaceImage:
     """A 512 px photo and face-mesh-like points covering a face-sized ellipse."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     photo = rng.integers(0, 255, (RENDER_SIZE_PX, RENDER_SIZE_PX, 3), dtype=np.uint8)
     angle, radius = rng.uniform(0, 2 * np.pi, 468), np.sqrt(rng.uniform(0, 1, 468))
     points = np.stack([256 + 110 * radius * np.cos(angle), 240 + 150 * radius * np.sin(angle)], 1)
     return FaceImage(photo, points.astype(np.float32))
 
 
-def _speech(seconds: float) -> Speech:
+def _speech(seconds: float, turn: int = 1) -> Speech:
     rate = 24_000
     t = np.arange(int(seconds * rate)) / rate
     pcm = 0.3 * np.sin(2 * np.pi * 180 * t) * np.clip(np.sin(2 * np.pi * 3 * t), 0, None)
-    return Speech(1, "bench", "en", pcm.astype(np.float32), rate)
+    return Speech(turn, "bench", "en", pcm.astype(np.float32), rate)
 
 
 def forward_ms_per_frame(model: Wav2Lip, batch: int, repeat: int) -> float:
