@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
 import av
 import numpy as np
 
+from realtime_avatar.evaluate.video_quality import CHROMIUM_ARGS
 from realtime_avatar.face.landmarks import LIP_LOWER_OUTER, LIP_UPPER_OUTER
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def chromium_args(mic_wav: Path, loop: bool = True) -> list[str]:
+    """Headless Chromium's flags for a call: fake camera-less mic reading ``mic_wav``."""
+    return [
+        *CHROMIUM_ARGS,
+        f"--use-file-for-fake-audio-capture={mic_wav}{'' if loop else '%noloop'}",
+    ]
 
 
 def ffprobe(path: Path) -> dict:

@@ -16,12 +16,12 @@ import soundfile as sf
 
 from realtime_avatar.face.landmarks import LIP_LOWER_OUTER, LIP_UPPER_OUTER
 
+from .helpers import CHROMIUM, chromium_args
 from .live_server import running_server
 from .test_live import spoken
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 RATE = 48_000
 
 # Collects, in the page, frame timing (requestVideoFrameCallback) and the mouth's darkness
@@ -74,19 +74,7 @@ def test_page_conversation_in_chromium(server: str, default_avatar, tmp_path: Pa
         int(pts[:, 0].max() + 4),
         int(pts[:, 1].max() + 30),
     ]
-    args = [
-        "--no-sandbox",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={wav}%noloop",
-        "--allow-loopback-in-peer-connection",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--autoplay-policy=no-user-gesture-required",
-        "--disable-gpu",
-    ]
+    args = chromium_args(wav, loop=False)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
         page = browser.new_page(viewport={"width": 1280, "height": 820})

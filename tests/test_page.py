@@ -26,12 +26,12 @@ from PIL import Image
 
 from realtime_avatar.avatars.registry import default_portrait
 
+from .helpers import CHROMIUM, chromium_args
 from .live_server import running_server
 from .test_live import spoken
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 RATE = 48_000
 READING = (
     "Hello! This is my voice. I like long walks, good coffee and talking with friends. "
@@ -98,19 +98,7 @@ def _keep(shot: Path, name: str) -> None:
 def _browser(mic_wav: Path, loop: bool = True) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
-    args = [
-        "--no-sandbox",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={mic_wav}{'' if loop else '%noloop'}",
-        "--allow-loopback-in-peer-connection",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--autoplay-policy=no-user-gesture-required",
-        "--disable-gpu",
-    ]
+    args = chromium_args(mic_wav, loop)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
         try:
